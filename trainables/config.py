@@ -28,8 +28,8 @@ class GANConfig:
     gan_loss: str = "nonsaturating"
     width: int = 128
     z_dim: int = 32
-    share_g: int = 1
-    share_d: int = 1
+    share_g: int = 2
+    share_d: int = 2
     batch_size: int = 64
     lr: float = 1e-3
     beta1: float = 0.5
