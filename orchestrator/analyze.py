@@ -1,0 +1,565 @@
+"""``python -m orchestrator.analyze RUN_DIR [RUN_DIR ...] [--out DIR] [--metric fid]``
+
+Answers "does sharing help, for which tasks, at which α and λ" from the Parquet results of one
+or more sweeps (schema version 1, see notes/CONTRACTS.md), and writes report.html (self-contained),
+report.md, benefit.csv, configs.csv and the PNG figures to ``--out`` (default ``<first run>/report``).
+
+Decisions (the report repeats them):
+
+* Benefit is "positive = sharing helped": baseline − shared for fid/kid (lower is better),
+  shared − baseline for precision/recall/accuracy.
+* Pairing: a shared trial (mode soft/hard) is paired with the independent trial of equal
+  ``baseline_key`` (same seed, data and ordinary knobs; pooled run directories may pair with
+  each other). Both are compared at the last iteration BOTH reached with a finite metric on all
+  their tasks, so early-stopped (ASHA) and still-running trials are compared fairly.
+  If several usable independent trials share a key, the one with most iterations is used.
+* Excluded from the paired statistics, and counted in the report: diverged and ERROR trials,
+  trials with no metrics yet (PENDING), shared trials whose key has no (usable) independent
+  trial, pairs with no common iteration. Divergence is a cost of sharing, so it is also shown
+  per configuration next to the baseline's own rate.
+* Trials with status RUNNING are read as they stand (their metrics so far), compared with their
+  baseline at the last iteration both reached; their number is reported. Files whose names start
+  with "." or "_" (the writer's ``.tmp-*`` files) are ignored.
+* Statistics per (configuration, task): mean paired benefit over seeds with a 95% percentile
+  bootstrap CI (expanded for small n, see orchestrator/stats.py); negative transfer = CI
+  entirely below 0. One seed gives a point estimate, labelled as such.
+* The best configuration is the one with the highest mean ΔMTL among configurations that kept
+  at least half as many pairs as the best-covered one (a configuration that lost most seeds to
+  divergence cannot win on its survivors). Its CI is optimistic (selected as the best of many);
+  the pooled benefit over all shared configurations is given next to it.
+
+Exit code 2 with one line on stderr for bad input (missing path, foreign directory, unknown
+schema version, no baseline arm, everything diverged, unknown metric), before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from orchestrator import stats
+
+EXCLUDED_STATUSES = ("diverged", "ERROR")
+SWEEP_HINT = "python -m orchestrator.sweep"
+KNOB_COLUMNS = ("data", "samples_per_task", "width", "lr", "batch_size", "gan_loss", "steps_per_iteration")
+
+
+class AnalysisError(Exception):
+    """Bad input for the analysis: the message is the one line printed before exit code 2."""
+
+
+@dataclass
+class RunData:
+    """Trials of all pooled runs (one row per trial, positional index = trial number) and the
+    chosen metric as a dense (trial, iteration, task) array (NaN where not reported)."""
+
+    run_dirs: list[Path]
+    metric: str
+    trials: pd.DataFrame
+    tasks: list[str]
+    iterations: np.ndarray
+    values: np.ndarray
+    orphan_metric_rows: int = 0
+    load_seconds: float = 0.0
+
+
+@dataclass
+class Analysis:
+    data: RunData
+    resamples: int
+    pairs: pd.DataFrame            # one row per pair: shared, base (trial numbers), config, iteration, ...
+    benefit: np.ndarray            # (P, K) paired benefit per task
+    relative: np.ndarray           # (P, K) relative benefit in percent
+    dmtl: np.ndarray               # (P,) ΔMTL per pair
+    configs: pd.DataFrame          # one row per shared configuration, with stats
+    best_config: str
+    best_table: pd.DataFrame       # benefit.csv
+    pooled: pd.DataFrame           # per task + ΔMTL, over all shared configurations
+    by_mode: pd.DataFrame          # per mode and task
+    excluded: pd.DataFrame         # reason, shared, independent
+    status_counts: pd.DataFrame
+    divergence: pd.DataFrame       # per configuration incl. the baseline
+    usable: np.ndarray             # (T,) bool
+    last_iter: np.ndarray          # (T,) index of the last valid iteration, -1 if none
+    notes: list[str] = field(default_factory=list)
+    stat_seconds: float = 0.0
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.data.tasks
+
+    @property
+    def metric(self) -> str:
+        return self.data.metric
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+def _check_run_dir(path: Path) -> None:
+    if not path.exists():
+        raise AnalysisError(f"run directory {path} does not exist; run `{SWEEP_HINT}` first and pass "
+                            f"its <storage>/<name> directory")
+    if not path.is_dir():
+        raise AnalysisError(f"{path} is not a directory; pass a sweep's <storage>/<name> directory")
+    if not (path / "trials.parquet").is_file() or not (path / "metrics").is_dir():
+        children = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "trials.parquet").is_file())
+        hint = (f" (it holds run directories: did you mean {path / children[0]}?)" if children
+                else f"; it must be written by `{SWEEP_HINT}`")
+        raise AnalysisError(f"{path} is not a sweep run directory: no trials.parquet and metrics/ "
+                            f"found{hint}")
+
+
+def _check_schema_version(column: pa.ChunkedArray | pa.Array, where: Path) -> None:
+    versions = set(pc.unique(column).to_pylist()) - {None}
+    unknown = sorted(v for v in versions if v != stats.SCHEMA_VERSION)
+    if unknown:
+        raise AnalysisError(f"{where}: schema_version {unknown[0]} is unknown to this analysis (it reads "
+                            f"version {stats.SCHEMA_VERSION}); update the code or rerun the sweep with "
+                            f"this version of `{SWEEP_HINT}`")
+
+
+def _read_trials(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "trials.parquet"
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise AnalysisError(f"{path} cannot be read as Parquet ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("schema_version", "trial_id", "config_id", "baseline_key", "status", "mode")
+               if c not in table.column_names]
+    if missing:
+        raise AnalysisError(f"{path} is not a sweep trials table: missing column(s) {', '.join(missing)}")
+    _check_schema_version(table["schema_version"], path)
+    return table.to_pandas()
+
+
+def _read_metrics(run_dir: Path, metric: str) -> pa.Table:
+    metrics_dir = run_dir / "metrics"
+    schema = pa.schema([("schema_version", pa.int32()), ("trial_id", pa.string()), ("iteration", pa.int32()),
+                        ("task", pa.string()), (metric, pa.float64())])
+    try:
+        # pyarrow ignores names starting with "." or "_": the writer's .tmp- files are skipped.
+        dataset = ds.dataset(metrics_dir, format="parquet", schema=schema)
+        table = dataset.to_table(columns=schema.names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise AnalysisError(f"{metrics_dir} cannot be read as a Parquet dataset "
+                            f"({str(exc).splitlines()[0]})") from None
+    _check_schema_version(table["schema_version"], metrics_dir)
+    return table
+
+
+def _codes(column: pa.ChunkedArray, labels: pd.Index) -> np.ndarray:
+    """Position of each value of a string column in ``labels`` (-1 if absent), via the column's
+    dictionary so that the string lookup happens once per distinct value, not per row."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    lookup = labels.get_indexer(pd.Index(encoded.dictionary.to_pylist()))
+    return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def load_runs(run_dirs: list[Path], metric: str) -> RunData:
+    """Read and pool the run directories into a :class:`RunData` (vectorised, no per-row Python)."""
+    started = time.perf_counter()
+    trial_frames, metric_tables = [], []
+    for number, run_dir in enumerate(run_dirs):
+        _check_run_dir(run_dir)
+        frame = _read_trials(run_dir)
+        frame["run"] = number
+        frame["run_dir"] = str(run_dir)
+        trial_frames.append(frame)
+        metric_tables.append(_read_metrics(run_dir, metric))
+    trials = pd.concat(trial_frames, ignore_index=True, sort=False)
+    if trials.empty:
+        raise AnalysisError(f"{run_dirs[0]}/trials.parquet has no trials yet; let `{SWEEP_HINT}` start "
+                            f"some trials first")
+    total_rows = sum(t.num_rows for t in metric_tables)
+    if total_rows == 0:
+        raise AnalysisError(f"{run_dirs[0]}/metrics has no metric rows yet ({len(trials)} trials, none has "
+                            f"finished an iteration); let `{SWEEP_HINT}` run at least one iteration")
+
+    # task order: that of the trials' lambda_<task> columns (the sweep's order), then any others sorted
+    task_names: list[str] = []
+    for table in metric_tables:
+        for name in pc.unique(table["task"]).to_pylist():
+            if name is not None and name not in task_names:
+                task_names.append(name)
+    lam_order = [c[len("lambda_"):] for c in trials.columns if c.startswith("lambda_")]
+    tasks = [t for t in lam_order if t in task_names] + sorted(t for t in task_names if t not in lam_order)
+    task_index = pd.Index(tasks)
+    iterations = np.unique(np.concatenate([pc.unique(t["iteration"]).to_numpy(zero_copy_only=False)
+                                           for t in metric_tables if t.num_rows]))
+    iterations = iterations[iterations > 0] if (iterations > 0).any() else iterations
+    n_trials, n_iter, n_tasks = len(trials), len(iterations), len(tasks)
+    values = np.full((n_trials, n_iter, n_tasks), np.nan)
+    orphans = 0
+    offset = 0
+    for number, table in enumerate(metric_tables):
+        n_run = len(trial_frames[number])
+        if table.num_rows:
+            trial_no = _codes(table["trial_id"], pd.Index(trial_frames[number]["trial_id"]))
+            task_no = _codes(table["task"], task_index)
+            it_no = np.searchsorted(iterations, table["iteration"].to_numpy(zero_copy_only=False))
+            it_no = np.minimum(it_no, n_iter - 1)
+            val = table[metric].to_numpy(zero_copy_only=False).astype(float)
+            ok = (trial_no >= 0) & (task_no >= 0) & (iterations[it_no] == table["iteration"].to_numpy(zero_copy_only=False))
+            orphans += int((~ok).sum())
+            # a trial restored from a checkpoint may report an iteration twice: the later row wins
+            # (rows are in file order, and files are written in time order)
+            values[trial_no[ok] + offset, it_no[ok], task_no[ok]] = val[ok]
+        offset += n_run
+    if np.isnan(values).all():
+        raise AnalysisError(f"metric {metric!r} has no values in {', '.join(map(str, run_dirs))} "
+                            f"(e.g. accuracy needs labelled tasks); choose another --metric")
+    return RunData(run_dirs=run_dirs, metric=metric, trials=trials, tasks=tasks, iterations=iterations,
+                   values=values, orphan_metric_rows=orphans, load_seconds=time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pairing and statistics
+# ----------------------------------------------------------------------------------------------
+
+def valid_iterations(values: np.ndarray) -> np.ndarray:
+    """(T, I) bool: the trial reported a finite metric for every task it has at that iteration."""
+    finite = np.isfinite(values)
+    has_task = finite.any(1, keepdims=True)  # (T, 1, K): tasks the trial reports at all
+    return (finite | ~has_task).all(2) & finite.any(2)
+
+
+def last_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the last True per row, -1 where none."""
+    n = mask.shape[1]
+    idx = n - 1 - np.argmax(mask[:, ::-1], axis=1)
+    return np.where(mask.any(1), idx, -1)
+
+
+def config_label(row: dict, tasks: list[str], varying: list[str]) -> str:
+    mode = row["mode"]
+    if mode == "independent":
+        return "independent"
+    parts = [mode]
+    if mode != "hard":
+        parts.append(f"α={_fmt_num(row['alpha'])}")
+    lams = [row.get(f"lambda_{t}", 1.0) for t in tasks]
+    lams = [1.0 if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in lams]
+    if len(set(lams)) > 1:
+        parts.append("λ=(" + ",".join(_fmt_num(v) for v in lams) + ")")
+    parts += [f"{k}={row[k]}" for k in varying]
+    return " ".join(parts)
+
+
+def _fmt_num(v: float) -> str:
+    return f"{float(v):.3g}"
+
+
+def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis:
+    """Pair trials, compute paired benefits, ΔMTL, bootstrap CIs, and the tables of the report."""
+    started = time.perf_counter()
+    trials = data.trials
+    metric = data.metric
+    values = data.values
+    tasks = data.tasks
+    n_trials = len(trials)
+    status = trials["status"].astype(str).to_numpy()
+    mode = trials["mode"].astype(str).to_numpy()
+    is_base = mode == "independent"
+    valid = valid_iterations(values)
+    last_iter = last_true(valid)
+    failed = np.isin(status, EXCLUDED_STATUSES)
+    no_metrics = ~failed & (last_iter < 0)
+    usable = ~failed & ~no_metrics
+
+    if failed.all():
+        raise AnalysisError(f"all {n_trials} trials diverged or errored in {_runs(data)}; nothing to compare. "
+                            f"Lower lr or alpha and rerun `{SWEEP_HINT}`")
+    if not is_base.any():
+        raise AnalysisError(f"no baseline arm: {_runs(data)} has no independent (mode=independent) trials; "
+                            f"rerun the sweep with the independent arm in the search space so that each "
+                            f"shared trial has an independent trial of the same seed to compare with")
+    if not (~is_base).any():
+        raise AnalysisError(f"{_runs(data)} has only independent trials; rerun `{SWEEP_HINT}` with the "
+                            f"shared modes (soft/hard) in the search space")
+    if not (usable & is_base).any():
+        raise AnalysisError(f"all {int(is_base.sum())} independent baseline trials in {_runs(data)} diverged, "
+                            f"errored or have no metrics; rerun the sweep's independent arm")
+    if not (usable & ~is_base).any():
+        raise AnalysisError(f"all {int((~is_base).sum())} shared trials in {_runs(data)} diverged, errored or "
+                            f"have no metrics; sharing never produced a model (lower alpha/lr and rerun)")
+
+    # baseline per key: the usable independent trial with most valid iterations
+    keys = trials["baseline_key"].astype(str).to_numpy()
+    base_idx = np.flatnonzero(usable & is_base)
+    base_frame = pd.DataFrame({"key": keys[base_idx], "trial": base_idx, "n": valid[base_idx].sum(1)})
+    base_frame = base_frame.sort_values(["key", "n", "trial"], ascending=[True, False, True])
+    chosen = base_frame.drop_duplicates("key")
+    duplicate_bases = len(base_frame) - len(chosen)
+    base_of_key = pd.Series(chosen["trial"].to_numpy(), index=chosen["key"].to_numpy())
+
+    shared_idx = np.flatnonzero(usable & ~is_base)
+    partner = base_of_key.reindex(keys[shared_idx]).to_numpy()
+    has_partner = ~pd.isna(partner)
+    no_key = ~np.isin(keys[shared_idx], keys[is_base])
+    shared_paired = shared_idx[has_partner]
+    base_paired = partner[has_partner].astype(np.int64)
+    common = valid[shared_paired] & valid[base_paired]
+    common_last = last_true(common)
+    ok = common_last >= 0
+    no_common = int((~ok).sum())
+    shared_paired, base_paired, common_last = shared_paired[ok], base_paired[ok], common_last[ok]
+    if len(shared_paired) == 0:
+        raise AnalysisError(f"no shared trial in {_runs(data)} has a usable independent trial with the same "
+                            f"baseline_key (seed and knobs); rerun `{SWEEP_HINT}` with the independent arm for "
+                            f"the same seeds")
+
+    m_shared = values[shared_paired, common_last]  # (P, K)
+    m_base = values[base_paired, common_last]
+    benefit = stats.paired_benefit(m_shared, m_base, metric)
+    relative = stats.relative_benefit_pct(m_shared, m_base, metric)
+    dmtl = stats.nanmean_rows(relative)
+
+    config_ids = trials["config_id"].astype(str).to_numpy()
+    shared_configs = pd.Index(pd.unique(config_ids[~is_base]))
+    pair_config = shared_configs.get_indexer(config_ids[shared_paired])
+    pairs = pd.DataFrame({
+        "shared": shared_paired, "base": base_paired, "config": pair_config,
+        "config_id": config_ids[shared_paired], "seed": trials["seed"].to_numpy()[shared_paired]
+        if "seed" in trials else np.nan,
+        "iteration": data.iterations[common_last], "dmtl": dmtl,
+    })
+    n_cfg = len(shared_configs)
+    per_config = stats.clustered_bootstrap(np.column_stack([benefit, dmtl]), pair_config, base_paired, n_cfg,
+                                           resamples=resamples, seed=rng_seed)
+
+    # configuration table (one row per shared configuration, all columns vectorised)
+    trial_config = shared_configs.get_indexer(config_ids)  # -1 for the baseline
+    in_shared = trial_config >= 0
+    first_row = pd.Series(np.flatnonzero(in_shared)).groupby(trial_config[in_shared]).first().to_numpy()
+    first = trials.iloc[first_row]
+    varying = [k for k in KNOB_COLUMNS if k in trials and trials.loc[~is_base, k].astype(str).nunique() > 1]
+
+    def per_config_count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(trial_config[in_shared & mask], minlength=n_cfg)
+
+    configs = pd.DataFrame({
+        "config_id": shared_configs.to_numpy(),
+        "label": [config_label(row, tasks, varying) for row in first.to_dict("records")],
+        "mode": first["mode"].to_numpy(),
+        "alpha": pd.to_numeric(first["alpha"], errors="coerce").to_numpy() if "alpha" in first else np.nan,
+        "n_trials": per_config_count(np.ones(n_trials, bool)),
+        "n_pairs": per_config["n"],
+        "n_diverged": per_config_count(status == "diverged"),
+        "n_error": per_config_count(status == "ERROR"),
+        "dmtl": per_config["mean"][:, -1], "dmtl_lo": per_config["lo"][:, -1], "dmtl_hi": per_config["hi"][:, -1],
+    })
+    for t in tasks:
+        lam = pd.to_numeric(first[f"lambda_{t}"], errors="coerce") if f"lambda_{t}" in first else pd.Series(1.0, first.index)
+        configs[f"lambda_{t}"] = lam.fillna(1.0).to_numpy()
+    for k, t in enumerate(tasks):
+        configs[f"benefit_{t}"] = per_config["mean"][:, k]
+        configs[f"lo_{t}"] = per_config["lo"][:, k]
+        configs[f"hi_{t}"] = per_config["hi"][:, k]
+    for knob in varying:
+        configs[knob] = first[knob].to_numpy()
+    eligible = (configs["n_pairs"] >= max(1, math.ceil(configs["n_pairs"].max() / 2))) & configs["dmtl"].notna()
+    if not eligible.any():
+        eligible = configs["n_pairs"] > 0
+    ranked = configs[eligible].sort_values("dmtl", ascending=False, na_position="last")
+    best_config = str(ranked["config_id"].iloc[0])
+    configs = configs.sort_values(["dmtl", "n_pairs"], ascending=[False, False], na_position="last")
+    configs = configs.reset_index(drop=True)
+    best = configs[configs["config_id"] == best_config].iloc[0]
+
+    best_table = pd.DataFrame({
+        "task": tasks,
+        "benefit": [best[f"benefit_{t}"] for t in tasks],
+        "ci_low": [best[f"lo_{t}"] for t in tasks],
+        "ci_high": [best[f"hi_{t}"] for t in tasks],
+        "n_pairs": int(best["n_pairs"]),
+        "best_alpha": best["alpha"],
+        "best_mode": best["mode"],
+    })
+
+    # pooled over all shared configurations, clustered by baseline trial (pairs of one seed share it)
+    pooled_stats = stats.clustered_bootstrap(np.column_stack([benefit, dmtl]), np.zeros(len(benefit), np.int64),
+                                             base_paired, 1, resamples=resamples, seed=rng_seed + 1)
+    pooled = _summary_frame(["all shared"], tasks, pooled_stats)
+    pair_mode = mode[shared_paired]
+    modes = pd.Index(sorted(pd.unique(pair_mode)))
+    mode_stats = stats.clustered_bootstrap(np.column_stack([benefit, dmtl]), modes.get_indexer(pair_mode),
+                                           base_paired, len(modes), resamples=resamples, seed=rng_seed + 2)
+    by_mode = _summary_frame(list(modes), tasks, mode_stats)
+
+    # exclusions and statuses
+    def count(mask: np.ndarray) -> tuple[int, int]:
+        return int((mask & ~is_base).sum()), int((mask & is_base).sum())
+
+    shared_unpaired_nokey = np.zeros(n_trials, bool)
+    shared_unpaired_nokey[shared_idx[~has_partner & no_key]] = True
+    shared_unpaired_badbase = np.zeros(n_trials, bool)
+    shared_unpaired_badbase[shared_idx[~has_partner & ~no_key]] = True
+    excluded_rows = [
+        ("diverged", *count(status == "diverged")),
+        ("errored (status ERROR)", *count(status == "ERROR")),
+        ("no metrics yet (pending)", *count(no_metrics)),
+        ("unpaired: no independent trial with the same baseline_key", *count(shared_unpaired_nokey)),
+        ("unpaired: its independent trial diverged/errored/has no metrics", *count(shared_unpaired_badbase)),
+        ("no iteration reached by both trials of the pair", no_common, 0),
+        ("duplicate independent trial for a baseline_key (not used)", 0, duplicate_bases),
+    ]
+    excluded = pd.DataFrame(excluded_rows, columns=["reason", "shared", "independent"])
+    excluded = excluded[(excluded["shared"] > 0) | (excluded["independent"] > 0)].reset_index(drop=True)
+    status_counts = (pd.crosstab(pd.Series(status, name="status"),
+                                 pd.Series(np.where(is_base, "independent", "shared"), name="arm"))
+                     .reset_index())
+    status_counts.columns.name = None
+
+    base_div = {"config_id": "independent", "label": "independent (baseline)", "n_trials": int(is_base.sum()),
+                "n_diverged": int((is_base & (status == "diverged")).sum()),
+                "n_error": int((is_base & (status == "ERROR")).sum())}
+    divergence = pd.concat([pd.DataFrame([base_div]), configs[["config_id", "label", "n_trials", "n_diverged",
+                                                               "n_error"]]], ignore_index=True)
+    divergence["diverged_rate"] = divergence["n_diverged"] / divergence["n_trials"].clip(lower=1)
+
+    notes = []
+    running = int((status == "RUNNING").sum())
+    if running:
+        notes.append(f"{running} trial(s) were still RUNNING: their metrics so far are used, each compared "
+                     f"with its baseline at the last iteration both reached.")
+    if data.orphan_metric_rows:
+        notes.append(f"{data.orphan_metric_rows} metric row(s) belong to no trial in trials.parquet (a trial "
+                     f"the writer had not recorded yet) and were ignored.")
+    return Analysis(data=data, resamples=resamples, pairs=pairs, benefit=benefit, relative=relative, dmtl=dmtl,
+                    configs=configs, best_config=best_config, best_table=best_table, pooled=pooled,
+                    by_mode=by_mode, excluded=excluded, status_counts=status_counts, divergence=divergence,
+                    usable=usable, last_iter=last_iter, notes=notes,
+                    stat_seconds=time.perf_counter() - started)
+
+
+def _summary_frame(names: list[str], tasks: list[str], result: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Long table (group, task, benefit, ci_low, ci_high, n) from a bootstrap over [tasks..., ΔMTL]."""
+    rows = []
+    for g, name in enumerate(names):
+        for k, task in enumerate(tasks + ["ΔMTL %"]):
+            rows.append({"group": name, "task": task, "benefit": result["mean"][g, k],
+                         "ci_low": result["lo"][g, k], "ci_high": result["hi"][g, k], "n": int(result["n"][g])})
+    return pd.DataFrame(rows)
+
+
+def _runs(data: RunData) -> str:
+    return ", ".join(str(p) for p in data.run_dirs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Headline and CLI
+# ----------------------------------------------------------------------------------------------
+
+def verdict(lo: float, hi: float, n: int) -> str:
+    """'gain' / 'loss' (negative transfer) / 'unclear' / 'point estimate' for one CI."""
+    if n < 2 or not np.isfinite(lo):
+        return "point estimate"
+    if lo > 0:
+        return "gain"
+    if hi < 0:
+        return "loss"
+    return "unclear"
+
+
+def fmt_ci(mean: float, lo: float, hi: float, n: int, digits: int = 3) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if n < 2 or not np.isfinite(lo):
+        return f"{mean:+.{digits}g} point estimate (1 seed, no CI)"
+    return f"{mean:+.{digits}g} [{lo:+.{digits}g}, {hi:+.{digits}g}]"
+
+
+def headline(result: Analysis) -> list[str]:
+    """The few lines printed to the terminal and shown at the top of the report."""
+    metric = result.metric
+    better = "lower" if metric in stats.LOWER_IS_BETTER else "higher"
+    best = result.configs[result.configs["config_id"] == result.best_config].iloc[0]
+    n = int(best["n_pairs"])
+    lines = [f"Metric {metric} ({better} is better); benefit > 0 means sharing helped."]
+    lines.append(f"Best shared configuration: {best['label']} — ΔMTL (%) {fmt_ci(best['dmtl'], best['dmtl_lo'], best['dmtl_hi'], n)}"
+                 f" over {n} seeds (pairs).")
+    groups: dict[str, list[str]] = {"gain": [], "loss": [], "unclear": [], "point estimate": []}
+    for row in result.best_table.itertuples():
+        ci = f" [{row.ci_low:+.3g}, {row.ci_high:+.3g}]" if n >= 2 and np.isfinite(row.ci_low) else ""
+        groups[verdict(row.ci_low, row.ci_high, n)].append(f"{row.task} {row.benefit:+.3g}{ci}")
+    if groups["gain"]:
+        lines.append("  gain (95% CI above 0): " + "; ".join(groups["gain"]))
+    if groups["loss"]:
+        lines.append("  NEGATIVE TRANSFER (95% CI below 0): " + "; ".join(groups["loss"]))
+    if groups["unclear"]:
+        lines.append("  unclear (CI spans 0): " + "; ".join(groups["unclear"]))
+    if groups["point estimate"]:
+        lines.append("  point estimates (1 seed, no CI): " + "; ".join(groups["point estimate"]))
+    if 2 <= n < 5:
+        lines.append(f"  only {n} seeds: the intervals are rough (bootstrap CIs need >= 5 seeds to reach ~95% coverage).")
+    pooled = result.pooled[result.pooled["task"] == "ΔMTL %"].iloc[0]
+    lines.append(f"All {len(result.configs)} shared configurations pooled: ΔMTL (%) "
+                 f"{fmt_ci(pooled['benefit'], pooled['ci_low'], pooled['ci_high'], int(pooled['n']))}.")
+    div = result.divergence
+    shared_div = int(div["n_diverged"].iloc[1:].sum())
+    shared_n = int(div["n_trials"].iloc[1:].sum())
+    excluded_total = int(result.excluded[["shared", "independent"]].to_numpy().sum()) if len(result.excluded) else 0
+    lines.append(f"Diverged: {shared_div}/{shared_n} shared vs {int(div['n_diverged'].iloc[0])}/"
+                 f"{int(div['n_trials'].iloc[0])} independent trials; {excluded_total} trial(s) excluded in all.")
+    return lines
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        raise AnalysisError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m orchestrator.analyze",
+                            description="Does sharing help? Paired benefit per task with bootstrap CIs, ΔMTL, "
+                                        "sensitivity to α/λ/mode, budget and learning curves, sample grids.")
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories <storage>/<name> (pooled)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default <first run>/report)")
+    parser.add_argument("--metric", default="fid", help=f"one of {', '.join(stats.METRICS)} (default fid)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (>= 2000)")
+    parser.add_argument("--rng-seed", type=int, default=0, help="seed of the bootstrap RNG")
+    parser.add_argument("--top", type=int, default=10, help="rows of the top-configuration tables")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.metric not in stats.METRICS:
+            raise AnalysisError(f"unknown --metric {args.metric!r}; choose one of {', '.join(stats.METRICS)}")
+        if args.resamples < 2000:
+            raise AnalysisError(f"--resamples must be >= 2000, got {args.resamples}")
+        if args.top < 1:
+            raise AnalysisError(f"--top must be >= 1, got {args.top}")
+        runs = list(dict.fromkeys(p.resolve() for p in args.runs))
+        out = args.out if args.out is not None else runs[0] / "report"
+        if out.exists() and not out.is_dir():
+            raise AnalysisError(f"--out {out} exists and is not a directory")
+        data = load_runs(runs, args.metric)
+        result = analyze(data, resamples=args.resamples, rng_seed=args.rng_seed)
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from orchestrator import report  # matplotlib only when there is something to draw
+
+    paths = report.write_report(result, out, top=args.top)
+    for line in headline(result):
+        print(line)
+    print(f"Report: {paths['html']} (also report.md, benefit.csv, configs.csv, figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

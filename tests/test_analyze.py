@@ -1,0 +1,312 @@
+"""`python -m orchestrator.analyze` on run directories written in the Parquet results schema (v1)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator import analyze, stats
+
+REPO = Path(__file__).resolve().parents[1]
+PLANTED = {"0": 3.0, "1": 0.0, "2": -2.0, "3": 0.0}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "small"
+    stats.write_synthetic_run(run, seeds=5, alphas=(0.01, 0.1, 1.0), soft_alpha_zero=True,
+                              lambdas=((1, 1, 1, 1), (2, 1, 1, 1)), benefit=PLANTED, iterations=6,
+                              running_fraction=0.05, rng_seed=1)
+    return run
+
+
+@pytest.fixture(scope="module")
+def small_report(small_run: Path) -> tuple[Path, str]:
+    out = small_run / "report"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.analyze", str(small_run)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report"))
+    return dst
+
+
+def _rewrite_trials(run: Path, **changes: object) -> None:
+    frame = pq.read_table(run / "trials.parquet").to_pandas()
+    for column, value in changes.items():
+        frame[column] = value(frame) if callable(value) else value
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), run / "trials.parquet")
+
+
+def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = analyze.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# pairing
+# ---------------------------------------------------------------------------------------------
+
+def _write_hand_run(run: Path, trials: list[dict], curves: dict[str, dict[str, list[float]]]) -> None:
+    """A run directory with hand-written trials and per-task metric curves (all schema columns)."""
+    tasks = list(next(iter(curves.values())).keys())
+    rows = []
+    for trial_id, per_task in curves.items():
+        config_id = next(t["config_id"] for t in trials if t["trial_id"] == trial_id)
+        for k, task in enumerate(tasks):
+            for i, v in enumerate(per_task[task]):
+                rows.append({"schema_version": 1, "sweep": "hand", "trial_id": trial_id, "config_id": config_id,
+                             "iteration": i + 1, "step": (i + 1) * 10, "task": task, "task_index": k, "fid": v,
+                             "kid": v / 1000, "precision": 0.5, "recall": 0.5, "accuracy": 0.9, "g_loss": 1.0,
+                             "d_loss": 1.0, "time_s": float(i), "timestamp": 1.7e9 + i})
+    metrics = pd.DataFrame(rows).astype({"schema_version": "int32", "iteration": "int32", "task_index": "int32",
+                                         "step": "int64"})
+    (run / "metrics").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), run / "metrics" / "part-0.parquet")
+    frame = pd.DataFrame([{"schema_version": 1, "sweep": "hand", "status": "TERMINATED", "seed": 0, "alpha": 0.0,
+                           **{f"lambda_{t}": 1.0 for t in tasks}, "data": "digits", "samples_per_task": None,
+                           "width": 64, "lr": 1e-3, "batch_size": 64, "gan_loss": "hinge",
+                           "steps_per_iteration": 10, "iterations": len(next(iter(curves[t["trial_id"]].values()))),
+                           "fid_mean": np.nan, "kid_mean": np.nan, "node_ip": "127.0.0.1", "hostname": "h",
+                           "cpus": 1.0, "gpus": 0.0, "time_s": 1.0, "checkpoint_path": None, "samples_path": None,
+                           "error": None, **t} for t in trials])
+    frame["schema_version"] = frame["schema_version"].astype("int32")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), run / "trials.parquet")
+
+
+def test_pairs_by_baseline_key_at_last_common_iteration(tmp_path: Path) -> None:
+    run = tmp_path / "hand"
+    trials = [
+        {"trial_id": "base_a", "config_id": "independent", "baseline_key": "A", "mode": "independent"},
+        {"trial_id": "base_b", "config_id": "independent", "baseline_key": "B", "mode": "independent", "seed": 1},
+        # stopped early at iteration 3; its baseline ran to 5 with a falling fid
+        {"trial_id": "soft_a", "config_id": "cfg", "baseline_key": "A", "mode": "soft", "alpha": 0.1},
+        {"trial_id": "soft_b", "config_id": "cfg", "baseline_key": "B", "mode": "soft", "alpha": 0.1, "seed": 1},
+        {"trial_id": "orphan", "config_id": "cfg", "baseline_key": "C", "mode": "soft", "alpha": 0.1, "seed": 2},
+    ]
+    curves = {
+        "base_a": {"x": [50, 40, 30, 20, 10], "y": [60, 50, 40, 30, 20]},
+        "base_b": {"x": [500, 400, 300, 200, 100], "y": [600, 500, 400, 300, 200]},
+        "soft_a": {"x": [48, 38, 28], "y": [61, 51, 41]},
+        "soft_b": {"x": [490, 390, 290, 190, 90], "y": [590, 490, 390, 290, 190]},
+        "orphan": {"x": [1, 1, 1], "y": [1, 1, 1]},
+    }
+    _write_hand_run(run, trials, curves)
+    result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
+    pairs = result.pairs.set_index(result.data.trials["trial_id"].to_numpy()[result.pairs["shared"]])
+    assert set(pairs.index) == {"soft_a", "soft_b"}
+    assert result.data.trials["trial_id"].iloc[pairs.loc["soft_a", "base"]] == "base_a"
+    assert result.data.trials["trial_id"].iloc[pairs.loc["soft_b", "base"]] == "base_b"
+    assert pairs.loc["soft_a", "iteration"] == 3 and pairs.loc["soft_b", "iteration"] == 5
+    benefit = dict(zip(pairs.index, map(tuple, result.benefit)))
+    assert benefit["soft_a"] == pytest.approx((2.0, -1.0))  # at iteration 3, not 10 vs 28
+    assert benefit["soft_b"] == pytest.approx((10.0, 10.0))
+    # ΔMTL of soft_a at iteration 3: (2/30 - 1/40)/2 * 100
+    assert result.dmtl[list(pairs.index).index("soft_a")] == pytest.approx((2 / 30 - 1 / 40) / 2 * 100)
+    excluded = dict(zip(result.excluded["reason"], result.excluded["shared"]))
+    assert excluded == {"unpaired: no independent trial with the same baseline_key": 1}
+
+
+def test_planted_benefit_recovered_over_200_independent_draws(tmp_path: Path) -> None:
+    """200 widths = 200 independent baseline groups, each with one shared config of 10 seeds."""
+    run = tmp_path / "draws"
+    widths = tuple(range(1, 201))
+    truth = stats.write_synthetic_run(run, seeds=10, alphas=(0.1,), hard=False, widths=widths, benefit=PLANTED,
+                                      iterations=4, early_stop_fraction=0.3, diverged_fraction=0.0,
+                                      error_fraction=0.0, samples="none", rng_seed=5)
+    result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
+    configs = result.configs
+    assert len(configs) == 200 and (configs["n_pairs"] == 10).all()
+    assert truth["benefit"][configs["config_id"].iloc[0]] == list(PLANTED.values())
+    for task, planted in PLANTED.items():
+        mean, lo, hi = (configs[f"{p}_{task}"].to_numpy() for p in ("benefit", "lo", "hi"))
+        covered = ((lo <= planted) & (planted <= hi)).mean()
+        assert covered >= 0.90, (task, covered)
+        if planted != 0:
+            assert (np.sign(mean) == np.sign(planted)).mean() >= 0.9
+            flagged = (hi < 0).mean() if planted < 0 else (lo > 0).mean()
+            assert flagged >= 0.9, (task, flagged)  # negative transfer of task 2 is found
+    zero = np.concatenate([((configs[f"lo_{t}"] > 0) | (configs[f"hi_{t}"] < 0)).to_numpy()
+                           for t, v in PLANTED.items() if v == 0])
+    assert zero.mean() <= 0.08, zero.mean()
+
+
+def test_pooled_runs_and_duplicate_baselines(small_run: Path, tmp_path: Path) -> None:
+    other = _copy_run(small_run, tmp_path / "again")
+    single = analyze.analyze(analyze.load_runs([small_run], "fid"))
+    pooled = analyze.analyze(analyze.load_runs([small_run, other], "fid"))
+    assert len(pooled.data.trials) == 2 * len(single.data.trials)
+    assert len(pooled.pairs) == 2 * len(single.pairs)
+    reasons = dict(zip(pooled.excluded["reason"], pooled.excluded["independent"]))
+    assert reasons["duplicate independent trial for a baseline_key (not used)"] == 5
+    assert any("RUNNING" in n for n in single.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+# ---------------------------------------------------------------------------------------------
+
+def test_report_files_and_benefit_csv(small_report: tuple[Path, str]) -> None:
+    out, stdout = small_report
+    for name in ("report.html", "report.md", "benefit.csv", "configs.csv", "benefit.png", "alpha.png",
+                 "lambda.png", "modes.png", "budget.png", "curves.png", "samples.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    benefit = pd.read_csv(out / "benefit.csv", dtype={"task": str})
+    assert list(benefit.columns) == ["task", "benefit", "ci_low", "ci_high", "n_pairs", "best_alpha", "best_mode"]
+    assert list(benefit["task"]) == list(PLANTED)
+    assert benefit["best_mode"].iloc[0] in ("soft", "hard")
+    row = benefit.set_index("task")
+    assert row.loc["0", "ci_low"] > 0  # the planted gain of task 0 (3 FID, noise sd 1.4)
+    assert "Report:" in stdout and "benefit > 0 means sharing helped" in stdout
+    assert len(stdout.strip().splitlines()) <= 10
+
+
+def test_html_is_self_contained(small_report: tuple[Path, str]) -> None:
+    out, _ = small_report
+    page = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
+    assert not re.search(r"""src\s*=\s*["'](?!data:)""", page)
+    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 6
+    assert "positive" in page and "lower is better" in page and "optimistic" in page
+    md = (out / "report.md").read_text()
+    assert "| task | benefit [95% CI] | verdict | pairs |" in md and "![Budget curve" in md
+
+
+def test_single_seed_gives_point_estimates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "one"
+    stats.write_synthetic_run(run, seeds=1, alphas=(0.1, 1.0), benefit=PLANTED, iterations=3,
+                              early_stop_fraction=0, diverged_fraction=0, error_fraction=0, samples="none")
+    code, out, err = _run_main([str(run), "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    assert "point estimate" in out
+    benefit = pd.read_csv(tmp_path / "rep" / "benefit.csv")
+    assert benefit["ci_low"].isna().all() and (benefit["n_pairs"] == 1).all()
+    assert "point estimate (1 seed, no CI)" in (tmp_path / "rep" / "report.html").read_text()
+    assert "no samples" in (tmp_path / "rep" / "report.md").read_text().lower()
+
+
+def test_missing_samples_file_is_a_note_not_a_crash(small_run: Path, tmp_path: Path) -> None:
+    run = _copy_run(small_run, tmp_path / "nosamples")
+    _rewrite_trials(run, samples_path=lambda f: str(tmp_path / "gone.npz"))
+    assert analyze.main([str(run), "--metric", "kid"]) == 0
+    assert "No samples" in (run / "report" / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line on stderr, exit 2, nothing written
+# ---------------------------------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.analyze", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cli_missing_path(tmp_path: Path) -> None:
+    proc = _cli(str(tmp_path / "nope"))
+    _assert_one_line_error(proc.returncode, proc.stderr, r"does not exist.*orchestrator\.sweep")
+    assert proc.stdout == ""
+
+
+def test_cli_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "stuff.txt").write_text("x")
+    proc = _cli(str(tmp_path))
+    _assert_one_line_error(proc.returncode, proc.stderr, r"not a sweep run directory")
+    assert not (tmp_path / "report").exists()
+
+
+def test_cli_unknown_metric(small_run: Path) -> None:
+    proc = _cli(str(small_run), "--metric", "bleu", "--out", str(small_run / "bad"))
+    _assert_one_line_error(proc.returncode, proc.stderr, r"unknown --metric 'bleu'.*fid, kid")
+    assert not (small_run / "bad").exists()
+
+
+def test_storage_dir_instead_of_run_dir_gets_a_hint(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run_main([str(small_run.parent)], capsys)
+    _assert_one_line_error(code, err, r"did you mean .*small")
+
+
+def test_empty_metrics_dir(tmp_path: Path, small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "empty"
+    (run / "metrics").mkdir(parents=True)
+    shutil.copy(small_run / "trials.parquet", run / "trials.parquet")
+    (run / "metrics" / ".tmp-abc.parquet").write_bytes(b"half")  # only an unfinished file: ignored
+    code, _, err = _run_main([str(run)], capsys)
+    _assert_one_line_error(code, err, r"no metric rows yet")
+    assert not (run / "report").exists()
+
+
+def test_unknown_schema_version(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _copy_run(small_run, tmp_path / "v2")
+    frame = pq.read_table(run / "trials.parquet")
+    frame = frame.set_column(0, "schema_version", pa.array(np.full(frame.num_rows, 2, np.int32)))
+    pq.write_table(frame, run / "trials.parquet")
+    code, _, err = _run_main([str(run)], capsys)
+    _assert_one_line_error(code, err, r"schema_version 2 is unknown")
+
+
+def test_no_baseline_arm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "nobase"
+    stats.write_synthetic_run(run, seeds=2, alphas=(0.1,), include_baseline=False, iterations=2, samples="none")
+    code, _, err = _run_main([str(run)], capsys)
+    _assert_one_line_error(code, err, r"no baseline arm.*rerun the sweep with the independent arm")
+
+
+def test_all_trials_diverged(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _copy_run(small_run, tmp_path / "div")
+    _rewrite_trials(run, status="diverged")
+    code, _, err = _run_main([str(run)], capsys)
+    _assert_one_line_error(code, err, r"all \d+ trials diverged")
+
+
+def test_metric_without_values(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "nolabels"
+    stats.write_synthetic_run(run, seeds=2, alphas=(0.1,), iterations=2, samples="none", with_accuracy=False)
+    code, _, err = _run_main([str(run), "--metric", "accuracy"], capsys)
+    _assert_one_line_error(code, err, r"metric 'accuracy' has no values")
+
+
+# ---------------------------------------------------------------------------------------------
+# the page in a real browser
+# ---------------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium) - cannot render")
+def test_report_renders_in_headless_chromium(small_report: tuple[Path, str], tmp_path: Path) -> None:
+    from PIL import Image
+
+    out, _ = small_report
+    shot = tmp_path / "shot.png"
+    profile = tempfile.mkdtemp(dir=tmp_path)
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,2400",
+                           (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), proc.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (2400, 1200)
+    assert pixels.std() > 20  # text, tables and figures, not a blank page
+    # the figures are drawn: a good share of rows carry non-white content
+    assert (pixels.min(1) < 128).mean() > 0.3
