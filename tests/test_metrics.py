@@ -1,0 +1,155 @@
+"""Metrics on real digits: the feature classifier, FID/KID/precision/recall sanity, the disk cache, grids."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainables.data import TaskSet, load_tasks
+from trainables.metrics import (
+    FEATURE_DIM, TaskMetrics, frechet_distance, grid_image, kernel_inception_distance, save_grid,
+)
+
+FOUR_CLASSES = "digits:classes=0,1,2,3"
+TEN_CLASSES = "digits:classes=0,1,2,3,4,5,6,7,8,9"
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory: pytest.TempPathFactory) -> TaskMetrics:
+    return TaskMetrics(load_tasks(FOUR_CLASSES), cache_dir=tmp_path_factory.mktemp("cache4"))
+
+
+@pytest.fixture(scope="module")
+def floor(four: TaskMetrics) -> list[dict[str, float]]:
+    return four.real_floor()
+
+
+@pytest.fixture(scope="module")
+def noise_scores(four: TaskMetrics) -> list[dict[str, float]]:
+    noise = np.random.default_rng(0).uniform(-1, 1, (four.taskset.n_tasks, 500, 1, 8, 8))
+    return four.evaluate(noise.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def swapped_scores(four: TaskMetrics) -> list[dict[str, float]]:
+    """Each task is fed the real train images of the next class: real digits, wrong distribution."""
+    tasks = four.taskset.tasks
+    return four.evaluate([tasks[(i + 1) % len(tasks)].train for i in range(len(tasks))])
+
+
+def test_classifier_reaches_95_percent_held_out_on_ten_digit_classes(tmp_path) -> None:
+    metrics = TaskMetrics(load_tasks(TEN_CLASSES), cache_dir=tmp_path)
+    assert metrics.trained_classifier
+    assert metrics.feature_dim == FEATURE_DIM
+    assert np.mean(metrics.held_out_accuracy) >= 0.95, metrics.held_out_accuracy
+    assert min(metrics.held_out_accuracy) >= 0.85, metrics.held_out_accuracy
+
+
+def test_result_rows_have_the_contract_keys(floor: list[dict[str, float]], four: TaskMetrics) -> None:
+    assert len(floor) == four.taskset.n_tasks
+    for row in floor:
+        assert set(row) == {"fid", "kid", "precision", "recall", "accuracy"}
+        assert all(isinstance(v, float) and np.isfinite(v) for v in row.values())
+        assert row["fid"] >= 0
+
+
+def test_fid_real_floor_is_far_below_noise_and_below_another_class(floor, noise_scores, swapped_scores) -> None:
+    for same, noise, other in zip(floor, noise_scores, swapped_scores):
+        assert same["fid"] * 20 < noise["fid"], (same, noise)
+        assert same["fid"] * 5 < other["fid"], (same, other)
+        assert other["fid"] < noise["fid"]
+
+
+def test_kid_is_near_zero_for_same_distribution_and_positive_for_others(floor, noise_scores, swapped_scores) -> None:
+    for same, noise, other in zip(floor, noise_scores, swapped_scores):
+        assert other["kid"] > 0 and noise["kid"] > 0
+        assert abs(same["kid"]) < 0.05 * other["kid"], (same, other)
+
+
+def test_precision_recall_near_one_for_real_and_near_zero_for_noise(floor, noise_scores) -> None:
+    assert np.mean([r["precision"] for r in floor]) >= 0.75, floor
+    assert np.mean([r["recall"] for r in floor]) >= 0.75, floor
+    for noise in noise_scores:
+        assert noise["precision"] <= 0.05 and noise["recall"] <= 0.05, noise
+
+
+def test_accuracy_counts_samples_assigned_to_their_own_task(floor, swapped_scores, four: TaskMetrics) -> None:
+    assert all(r["accuracy"] >= 0.95 for r in floor), floor
+    assert all(r["accuracy"] <= 0.05 for r in swapped_scores), swapped_scores
+    # The same images given as one (n_tasks, k, ...) array score exactly as the per-task list does.
+    k = min(len(t.test) for t in four.taskset.tasks)
+    stacked = np.stack([t.test[:k] for t in four.taskset.tasks])
+    assert four.evaluate(stacked) == four.evaluate(list(stacked))
+
+
+def test_evaluate_rejects_wrong_task_count_and_image_shape(four: TaskMetrics) -> None:
+    with pytest.raises(ValueError, match="tasks"):
+        four.evaluate(np.zeros((3, 10, 1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        four.evaluate(np.zeros((4, 10, 1, 16, 16), np.float32))
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians() -> None:
+    var_a, var_b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    mu_a, mu_b = np.zeros(3), np.array([1.0, 2.0, 0.0])
+    expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    got = frechet_distance(mu_a, np.diag(np.sqrt(var_a)), mu_b, np.diag(var_b))
+    assert got == pytest.approx(expected, rel=1e-9)
+    # A singular covariance (fewer samples than dimensions) still gives a finite, non-negative value.
+    assert frechet_distance(mu_a, np.zeros((3, 3)), mu_a, np.zeros((3, 3))) == 0.0
+
+
+def test_kid_is_unbiased_near_zero_for_equal_gaussians() -> None:
+    rng = np.random.default_rng(1)
+    same = kernel_inception_distance(rng.normal(size=(400, 16)), rng.normal(size=(400, 16)))
+    shifted = kernel_inception_distance(rng.normal(size=(400, 16)), rng.normal(0.5, 1, size=(400, 16)))
+    assert abs(same) < 0.05 * shifted
+
+
+def test_cache_is_reused_and_keyed_by_the_data(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MTGAN_CACHE", str(tmp_path))  # cache_dir=None falls back to $MTGAN_CACHE
+    first = TaskMetrics(load_tasks(FOUR_CLASSES))
+    assert first.trained_classifier and first.cache_path.parent == tmp_path
+    mtime = os.stat(first.cache_path).st_mtime_ns
+    second = TaskMetrics(load_tasks(FOUR_CLASSES))
+    assert not second.trained_classifier
+    assert os.stat(second.cache_path).st_mtime_ns == mtime
+    assert second.cache_path == first.cache_path
+
+    smaller = TaskMetrics(load_tasks(FOUR_CLASSES, samples_per_task=60))
+    assert smaller.trained_classifier and smaller.cache_path != first.cache_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.cache_path.name, smaller.cache_path.name])  # no temporary files left behind
+
+
+def test_corrupt_cache_file_is_retrained_to_the_same_classifier(tmp_path) -> None:
+    taskset: TaskSet = load_tasks(FOUR_CLASSES)
+    original = TaskMetrics(taskset, cache_dir=tmp_path)
+    before = original.real_floor()
+    original.cache_path.write_bytes(b"not a torch file")
+    recovered = TaskMetrics(taskset, cache_dir=tmp_path)
+    assert recovered.trained_classifier
+    # Training is deterministic, so the retrained classifier scores exactly as the first one did.
+    assert recovered.real_floor() == before
+    assert not TaskMetrics(taskset, cache_dir=tmp_path).trained_classifier
+
+
+def test_save_grid_writes_an_upscaled_png_with_one_row_per_task(tmp_path) -> None:
+    images = np.full((4, 6, 1, 8, 8), -1.0, np.float32)
+    images[2, 3] = 1.0  # one white cell: row 2, column 3
+    path = save_grid(images, tmp_path / "grid.png")
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        # 8x8 digits upscaled 6x to 48px cells, 2px padding: 2 + 6*50 wide, 2 + 4*50 high.
+        assert png.size == (302, 202)
+        pixels = np.asarray(png.convert("L"))
+    assert pixels[2 + 2 * 50 + 24, 2 + 3 * 50 + 24] == 255
+    assert pixels[2 + 2 * 50 + 24, 2 + 2 * 50 + 24] == 0
+
+    labelled = grid_image(images, names=["zero", "one", "two", "three"])
+    assert labelled.size[1] == 202 and labelled.size[0] > 302
+
+    rgb = grid_image(np.zeros((2, 3, 3, 32, 32), np.float32))
+    assert rgb.size == (2 + 3 * (64 + 2), 2 + 2 * (64 + 2))
