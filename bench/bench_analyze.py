@@ -27,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator import analyze, report, stats  # noqa: E402
 
 
-def generate(run: Path) -> dict:
+def generate(run: Path, files: int) -> dict:
     rng = np.random.default_rng(0)
     lambdas = tuple(tuple(float(x) for x in np.round(rng.uniform(0.5, 2.0, 4), 2)) for _ in range(91))
     alphas = tuple(float(a) for a in np.geomspace(1e-3, 10, 9))
     return stats.write_synthetic_run(run, seeds=10, alphas=alphas, soft_alpha_zero=True, lambdas=lambdas,
                                      benefit={"0": 2.0, "1": 0.5, "2": 0.0, "3": -1.0}, iterations=25,
                                      early_stop_fraction=0.0, diverged_fraction=0.02, error_fraction=0.01,
-                                     samples="some", files=16, rng_seed=0, sweep="bench")
+                                     samples="some", files=files, rng_seed=0, sweep="bench")
 
 
 def timed(fn, *args, **kwargs):
@@ -46,11 +46,13 @@ def timed(fn, *args, **kwargs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, default=None, help="write the run here and keep it")
+    parser.add_argument("--files", type=int, default=10000,
+                        help="metric files (the sweep's sink writes about one per trial and flush; default 10000)")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_analyze_"))
     run = root / "bench"
     if not (run / "trials.parquet").exists():
-        truth, gen_s = timed(generate, run)
+        truth, gen_s = timed(generate, run, args.files)
         print(f"generated {truth['trials']} trials, {truth['metric_rows']:,} metric rows in {gen_s:.1f} s -> {run}")
 
     def plain_read() -> int:
@@ -69,8 +71,9 @@ def main() -> None:
     e2e_s = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"analyze failed: {proc.stderr.strip()}")
+    n_files = sum(1 for p in (run / "metrics").iterdir() if not p.name.startswith((".", "_")))
     print(f"cores available: {len(os.sched_getaffinity(0))}; {len(data.trials)} trials, {rows - len(data.trials):,} "
-          f"metric rows, {len(result.configs)} shared configurations, {len(result.pairs)} pairs")
+          f"metric rows in {n_files} files, {len(result.configs)} shared configurations, {len(result.pairs)} pairs")
     print(f"{'part':<34}{'seconds':>9}{'x plain read':>14}")
     for name, secs in (("baseline: plain pyarrow read", base_s), ("load (load_runs)", load_s),
                        ("statistics (analyze)", stat_s), ("report (figures, html, md, csv)", report_s),

@@ -51,7 +51,8 @@ from orchestrator import stats
 
 EXCLUDED_STATUSES = ("diverged", "ERROR")
 SWEEP_HINT = "python -m orchestrator.sweep"
-KNOB_COLUMNS = ("data", "samples_per_task", "width", "lr", "batch_size", "gan_loss", "steps_per_iteration")
+KNOB_COLUMNS = ("data", "samples_per_task", "width", "z_dim", "lr", "batch_size", "gan_loss", "eval_samples",
+               "steps_per_iteration")
 
 
 class AnalysisError(Exception):
@@ -183,6 +184,8 @@ def load_runs(run_dirs: list[Path], metric: str) -> RunData:
         raise AnalysisError(f"{run_dirs[0]}/trials.parquet has no trials yet; let `{SWEEP_HINT}` start "
                             f"some trials first")
     total_rows = sum(t.num_rows for t in metric_tables)
+    if total_rows == 0 and trials["status"].isin(EXCLUDED_STATUSES).all():
+        raise _all_failed(trials, run_dirs)
     if total_rows == 0:
         raise AnalysisError(f"{run_dirs[0]}/metrics has no metric rows yet ({len(trials)} trials, none has "
                             f"finished an iteration); let `{SWEEP_HINT}` run at least one iteration")
@@ -279,8 +282,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     usable = ~failed & ~no_metrics
 
     if failed.all():
-        raise AnalysisError(f"all {n_trials} trials diverged or errored in {_runs(data)}; nothing to compare. "
-                            f"Lower lr or alpha and rerun `{SWEEP_HINT}`")
+        raise _all_failed(trials, data.run_dirs)
     if not is_base.any():
         raise AnalysisError(f"no baseline arm: {_runs(data)} has no independent (mode=independent) trials; "
                             f"rerun the sweep with the independent arm in the search space so that each "
@@ -442,6 +444,14 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
                     by_mode=by_mode, excluded=excluded, status_counts=status_counts, divergence=divergence,
                     usable=usable, last_iter=last_iter, notes=notes,
                     stat_seconds=time.perf_counter() - started)
+
+
+def _all_failed(trials: pd.DataFrame, run_dirs: list[Path]) -> AnalysisError:
+    errors = trials["error"].dropna().astype(str) if "error" in trials else pd.Series(dtype=str)
+    first = f" (first error: {errors.iloc[0].splitlines()[0][:200]})" if len(errors) else ""
+    return AnalysisError(f"all {len(trials)} trials diverged or errored in {', '.join(map(str, run_dirs))}; nothing "
+                         f"to compare{first}. Fix the error, or lower lr/alpha if they diverged, and rerun "
+                         f"`{SWEEP_HINT}`")
 
 
 def _summary_frame(names: list[str], tasks: list[str], result: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -40,7 +40,8 @@ class Figure:
 
 def _png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.tight_layout()  # one layout pass; bbox_inches="tight" would draw the figure once more
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
 
@@ -81,7 +82,7 @@ def fig_benefit(result: Analysis) -> Figure:
     ax.set_yticks(y, tasks)
     ax.invert_yaxis()
     ax.set_xlabel(f"benefit of sharing ({result.metric}; > 0 = sharing helped)")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return Figure("benefit", "Benefit per task", "Mean paired benefit per task with 95% bootstrap CIs over seeds: "
                   "the best configuration (optimistic: selected as the best) and all shared configurations pooled.",
@@ -125,7 +126,7 @@ def fig_alpha(result: Analysis) -> Figure:
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         ticks = list(xpos)
-        labels = ["hard" if g == -1.0 else ("α=0" if g == 0.0 else f"{g:g}") for g in groups]
+        labels = ["hard" if g == -1.0 else ("α=0" if g == 0.0 else f"{g:.3g}") for g in groups]
         ax.set_xticks(ticks, labels, fontsize=7, rotation=45)
         ax.minorticks_off()
         if (groups == 0.0).any():
@@ -136,7 +137,6 @@ def fig_alpha(result: Analysis) -> Figure:
         ax.set_xlabel("α (soft sharing)", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"benefit ({result.metric})")
-    fig.tight_layout()
     return Figure("alpha", "Benefit vs sharing strength α",
                   "Mean paired benefit (> 0 = sharing helped) per task and ΔMTL at each α of soft sharing "
                   "(log axis), pooled over λ and the other knobs, with 95% bootstrap CIs (resampling seeds). "
@@ -187,16 +187,17 @@ def fig_lambda(result: Analysis) -> Figure:
         corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
         xy = w @ corners
         ax.plot(*np.vstack([corners, corners[:1]]).T, color="k", lw=0.8)
-        for c, t in zip(corners, tasks):
-            ax.annotate(f"λ_{t}", c, textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+        for c, t, offset, align in zip(corners, tasks, ((-4, -10), (4, -10), (0, 5)), ("right", "left", "center")):
+            ax.annotate(f"λ_{t}", c, textcoords="offset points", xytext=offset, ha=align, fontsize=8)
         limit = np.nanmax(np.abs(dmtl)) if np.isfinite(dmtl).any() else 1.0
         points = ax.scatter(xy[:, 0], xy[:, 1], c=dmtl, cmap="RdBu", vmin=-limit, vmax=limit, s=40,
                             edgecolors="k", linewidths=0.3)
         fig.colorbar(points, ax=ax, label="ΔMTL (%)")
         ax.set_aspect("equal")
+        ax.set_xlim(-0.2, 1.2)
+        ax.set_ylim(-0.15, 1.02)
         ax.axis("off")
-        ax.set_title("ΔMTL (%) on the λ simplex", fontsize=9)
-    fig.tight_layout()
+        ax.set_title("ΔMTL (%) on the λ simplex", fontsize=9, pad=12)
     return Figure("lambda", "Effect of the task weights λ", caption, _png(fig))
 
 
@@ -231,7 +232,6 @@ def fig_modes(result: Analysis) -> Figure:
         ax.set_title(f"task {task}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel(f"{result.metric} ({_better(result.metric)} is better)")
-    fig.tight_layout()
     return Figure("modes", "Soft vs hard sharing vs independent",
                   f"{result.metric} of every usable trial at its own last iteration, per sharing mode "
                   "(box: quartiles; points: trials, at most 400 shown). Early-stopped trials enter at the "
@@ -307,7 +307,6 @@ def fig_curves(result: Analysis) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{result.metric} ({_better(result.metric)} is better)")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
     return Figure("curves", "Learning curves",
                   f"{result.metric} over iterations for the best shared configuration and its paired independent "
                   "trials: thin lines are seeds, thick lines the mean over the seeds that reached that iteration.",
@@ -328,8 +327,9 @@ def _load_samples(path: object, run_dir: str) -> tuple[np.ndarray, list[str]] | 
     return None
 
 
-def _tile(images: np.ndarray, side: int = 4) -> np.ndarray:
-    """(k, C, H, W) in [-1, 1] -> one (side*H, side*W[, 3]) image in [0, 1]."""
+def _tile(images: np.ndarray, max_side: int = 4) -> np.ndarray:
+    """(k, C, H, W) in [-1, 1] -> one square grid image in [0, 1] of up to max_side² samples."""
+    side = max(1, min(max_side, math.ceil(math.sqrt(len(images)))))
     images = images[: side * side]
     k, c, h, w = images.shape
     pad = 1  # a light gutter between samples
@@ -377,7 +377,6 @@ def fig_samples(result: Analysis) -> Figure:
                 continue
             tile = _tile(samples[0][samples[1].index(task)])
             ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    fig.tight_layout()
     return Figure("samples", "Samples",
                   "Generated samples per task (columns) of the seed with the median ΔMTL among the best configuration's "
                   "trials that saved samples (top row), and of its paired independent trial (bottom row).", _png(fig))
@@ -528,7 +527,7 @@ th{background:#f3f3f3} tr.gain td{background:#e8f5e9} tr.loss td{background:#fde
 .headline{background:#f7f9fc;border-left:4px solid #1f77b4;padding:.6em 1em;font-family:ui-monospace,monospace;
 font-size:.85em;white-space:pre-wrap}
 .caption,.note{color:#555;font-size:.85em;max-width:60em} img{max-width:100%;border:1px solid #eee}
-.meta{color:#666;font-size:.85em}
+.meta{color:#666;font-size:.85em} .toc{font-size:.9em} .toc a{color:#1f77b4}
 """
 
 
@@ -590,8 +589,10 @@ def write_report(result: Analysis, out: Path, top: int = 10) -> dict[str, Path]:
                   "<h2>How to read this</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
     md_parts = ["# Does sharing help?", "", meta, "", "```", *lines, "```", "", "## How to read this", "",
                 *[f"- {n}" for n in notes], ""]
-    for title, items in sections:
-        html_parts.append(f"<h2>{html.escape(title)}</h2>")
+    html_parts.append("<p class=\"toc\">" + " · ".join(f"<a href=\"#s{i}\">{html.escape(title)}</a>"
+                                                      for i, (title, _) in enumerate(sections)) + "</p>")
+    for i, (title, items) in enumerate(sections):
+        html_parts.append(f"<h2 id=\"s{i}\">{html.escape(title)}</h2>")
         md_parts += [f"## {title}", ""]
         for item in items:
             if isinstance(item, Table):

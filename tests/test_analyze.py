@@ -187,6 +187,7 @@ def test_html_is_self_contained(small_report: tuple[Path, str]) -> None:
     page = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert not re.search(r"""src\s*=\s*["'](?!data:)""", page)
+    assert set(re.findall(r'href="([^"]*)"', page)) <= {f"#s{i}" for i in range(10)}  # in-page links only
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 6
     assert "positive" in page and "lower is better" in page and "optimistic" in page
     md = (out / "report.md").read_text()
@@ -211,6 +212,19 @@ def test_missing_samples_file_is_a_note_not_a_crash(small_run: Path, tmp_path: P
     _rewrite_trials(run, samples_path=lambda f: str(tmp_path / "gone.npz"))
     assert analyze.main([str(run), "--metric", "kid"]) == 0
     assert "No samples" in (run / "report" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("tasks,metric", [(("a",), "fid"), (("x", "y", "z"), "precision")])
+def test_one_and_three_tasks(tasks: tuple[str, ...], metric: str, tmp_path: Path) -> None:
+    """One task (no λ to vary) and three tasks (the λ simplex panel), higher-is-better metric."""
+    lambdas = ((1.0,) * len(tasks),) + (((2.0, 1.0, 0.5), (0.5, 1.0, 2.0)) if len(tasks) == 3 else ())
+    stats.write_synthetic_run(tmp_path / "run", tasks=tasks, seeds=3, alphas=(0.1,), lambdas=lambdas,
+                              benefit={tasks[0]: 5.0}, iterations=3, samples="none")
+    assert analyze.main([str(tmp_path / "run"), "--metric", metric]) == 0
+    benefit = pd.read_csv(tmp_path / "run" / "report" / "benefit.csv")
+    assert len(benefit) == len(tasks) and benefit["benefit"].iloc[0] > 0  # fid down = precision up = helped
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert ("λ was not varied" in page) == (len(tasks) == 1)
 
 
 # ---------------------------------------------------------------------------------------------
