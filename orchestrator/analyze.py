@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -557,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else runs[0] / "report"
         if out.exists() and not out.is_dir():
             raise AnalysisError(f"--out {out} exists and is not a directory")
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise AnalysisError(f"--out {out}: {existing} is not writable; pass a writable --out DIR")
         data = load_runs(runs, args.metric)
         result = analyze(data, resamples=args.resamples, rng_seed=args.rng_seed)
     except AnalysisError as exc:
@@ -564,7 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from orchestrator import report  # matplotlib only when there is something to draw
 
-    paths = report.write_report(result, out, top=args.top)
+    try:
+        paths = report.write_report(result, out, top=args.top)
+    except OSError as exc:
+        print(f"error: cannot write the report to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     for line in headline(result):
         print(line)
     print(f"Report: {paths['html']} (also report.md, benefit.csv, configs.csv, figures)")
