@@ -1,0 +1,284 @@
+"""The Parquet sink: a Tune callback on the driver that streams results into ``<run dir>/``.
+
+Layout and columns are schema version 1 of notes/CONTRACTS.md (also in the README):
+``metrics/<trial_id>-<first_iter>-<last_iter>.parquet`` (one row per trial, iteration, task)
+and ``trials.parquet`` (one row per trial). Every file is written as ``.tmp-*`` and renamed, so
+a reader (pandas, pyarrow.dataset, DuckDB) sees whole files only, while the sweep runs.
+
+Metric rows are buffered and flushed every ``flush_seconds`` and when a trial ends;
+trials.parquet is rewritten on each status change (and at flushes when final metrics moved).
+Rows are never duplicated: at setup -- a fresh start, a ``--resume``, or a restored Tuner --
+the (trial_id, iteration) pairs already on disk are read and skipped when reported again (a
+trial restarted from a checkpoint replays at most the iterations after that checkpoint).
+
+The callback pickles as its constructor arguments only (``__reduce__``): Tune stores the
+RunConfig, callbacks included, in tuner.pkl and ``Tuner.restore`` (which takes no callbacks
+argument in Ray 2.60) brings them back from there, so a resumed sweep gets a fresh sink that
+re-reads the run directory.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from ray.tune import Callback
+
+import search_spaces as ss
+from trainables.config import GANConfig
+from trainables.tune_trainable import METRIC_NAMES, ORCHESTRATOR_KEYS, SAMPLES_FILE, gan_config_dict, trial_of
+
+SCHEMA_VERSION = 1
+METRICS_DIR, TRIALS_FILE, SWEEP_FILE = "metrics", "trials.parquet", "sweep.json"
+LOSS_NAMES = ("g_loss", "d_loss")
+
+METRICS_SCHEMA = pa.schema(
+    [("schema_version", pa.int32()), ("sweep", pa.string()), ("trial_id", pa.string()),
+     ("config_id", pa.string()), ("iteration", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
+     ("task_index", pa.int32())]
+    + [(m, pa.float64()) for m in (*METRIC_NAMES, *LOSS_NAMES, "time_s", "timestamp")])
+
+
+def trials_schema(task_names: list[str]) -> pa.Schema:
+    """trials.parquet columns (one ``lambda_/fid_/kid_<task>`` per task)."""
+    f64, i64, s = pa.float64(), pa.int64(), pa.string()
+    return pa.schema(
+        [("schema_version", pa.int32()), ("sweep", s), ("trial_id", s), ("config_id", s), ("baseline_key", s),
+         ("status", s), ("seed", i64), ("mode", s), ("alpha", f64)]
+        + [(f"lambda_{t}", f64) for t in task_names]
+        + [("data", s), ("samples_per_task", i64), ("width", i64), ("z_dim", i64), ("lr", f64),
+           ("batch_size", i64), ("gan_loss", s), ("eval_samples", i64), ("steps_per_iteration", i64),
+           ("iterations", i64), ("iterations_planned", i64)]
+        + [(f"{m}_{t}", f64) for t in task_names for m in ("fid", "kid")]
+        + [("fid_mean", f64), ("kid_mean", f64), ("node_ip", s), ("hostname", s), ("device", s),
+           ("cpus", f64), ("gpus", f64), ("time_s", f64), ("checkpoint_path", s), ("samples_path", s),
+           ("error", s)])
+
+
+def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial as it ran (λ normalised as the trainable does), with config_id/baseline_key."""
+    trial = trial_of(config)
+    gan = gan_config_dict(trial)
+    if gan.get("lambdas") is not None:
+        gan["lambdas"] = list(gan["lambdas"])
+    plain = {**gan, **{k: trial[k] for k in ORCHESTRATOR_KEYS if k in trial and k not in ("config_id", "baseline_key")}}
+    return ss.with_identity(plain)
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write to a hidden temporary name in the same directory, then rename over ``path``."""
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def written_iterations(run_dir: Path) -> set[tuple[str, int]]:
+    """(trial_id, iteration) pairs already in the metrics dataset."""
+    metrics = run_dir / METRICS_DIR
+    if not metrics.is_dir() or not any(p.suffix == ".parquet" and p.name[0] not in "._" for p in metrics.iterdir()):
+        return set()
+    table = pads.dataset(metrics, format="parquet").to_table(columns=["trial_id", "iteration"])
+    return set(zip(table.column("trial_id").to_pylist(), table.column("iteration").to_pylist()))
+
+
+class ParquetResults(Callback):
+    """Streams every reported result of a sweep into the Parquet dataset (see module doc)."""
+
+    def __init__(self, run_dir: str, sweep: str, task_names: list[str], cpus: float, gpus: float,
+                 flush_seconds: float = 5.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.sweep = sweep
+        self.task_names = list(task_names)
+        self.cpus, self.gpus = float(cpus), float(gpus)
+        self.flush_seconds = flush_seconds
+        self._schema = trials_schema(self.task_names)
+        self._written: set[tuple[str, int]] = set()
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._trials: dict[str, dict[str, Any]] = {}
+        self._trials_dirty = False
+        self._last_flush = time.monotonic()
+
+    def __reduce__(self):
+        return (type(self), (str(self.run_dir), self.sweep, self.task_names, self.cpus, self.gpus,
+                             self.flush_seconds))
+
+    # ------------------------------------------------------------------ Tune callback hooks
+    def setup(self, **info: Any) -> None:
+        (self.run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
+        self._written = written_iterations(self.run_dir)
+        trials_path = self.run_dir / TRIALS_FILE
+        if trials_path.exists():
+            for row in pq.read_table(trials_path).to_pylist():
+                self._trials[row["trial_id"]] = {k: row.get(k) for k in self._schema.names}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        for trial in trials:
+            if trial.trial_id not in self._trials:
+                self._row(trial)["status"] = "PENDING"
+                self._trials_dirty = True
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._set_status(trial, "RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        row = self._row(trial)
+        for key in ("node_ip", "hostname", "device", "cpus", "gpus"):
+            if key in result:
+                row[key] = result[key]
+        if result.get("diverged"):
+            row["status"], row["error"] = "diverged", str(result.get("error", "diverged"))
+            row["time_s"] = float(result.get("time_s", math.nan))
+            self._trials_dirty = True
+            self._write_trials()
+            return
+        iteration_done = int(result["iteration"])
+        row["iterations"] = iteration_done
+        row["time_s"] = float(result["time_s"])
+        for t in self.task_names:
+            row[f"fid_{t}"], row[f"kid_{t}"] = result.get(f"fid/{t}"), result.get(f"kid/{t}")
+        row["fid_mean"], row["kid_mean"] = result.get("fid_mean"), result.get("kid_mean")
+        self._trials_dirty = True
+        key = (trial.trial_id, iteration_done)
+        if key in self._written:
+            return  # replayed after a restore: already on disk
+        self._written.add(key)
+        timestamp = time.time()  # Tune's own "timestamp" is whole seconds
+        rows = self._pending.setdefault(trial.trial_id, [])
+        for i, t in enumerate(self.task_names):
+            rows.append({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
+                         "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
+                         "task": t, "task_index": i,
+                         **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
+                         "time_s": float(result["time_s"]), "timestamp": timestamp})
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
+        row = self._row(trial)
+        row["checkpoint_path"] = checkpoint.path
+        sample_file = Path(checkpoint.path) / SAMPLES_FILE
+        row["samples_path"] = str(sample_file) if sample_file.exists() else None
+        self._trials_dirty = True
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        if self._row(trial)["status"] != "diverged":
+            self._row(trial)["status"] = "TERMINATED"
+        self._trials_dirty = True
+        self.flush()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        row = self._row(trial)
+        row["status"] = "ERROR"
+        row["error"] = _first_error_line(trial)
+        self._trials_dirty = True
+        self.flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    # -------------------------------------------------------------------------- writing
+    def flush(self) -> None:
+        """Write every buffered metrics row (one file per trial) and trials.parquet if changed."""
+        for trial_id, rows in list(self._pending.items()):
+            if not rows:
+                continue
+            iterations = [r["iteration"] for r in rows]
+            path = self.run_dir / METRICS_DIR / f"{trial_id}-{min(iterations)}-{max(iterations)}.parquet"
+            atomic_write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+            self._pending[trial_id] = []
+        if self._trials_dirty:
+            self._write_trials()
+        self._last_flush = time.monotonic()
+
+    def _write_trials(self) -> None:
+        rows = sorted(self._trials.values(), key=lambda r: r["trial_id"])
+        atomic_write_table(pa.Table.from_pylist(rows, schema=self._schema), self.run_dir / TRIALS_FILE)
+        self._trials_dirty = False
+
+    def _set_status(self, trial, status: str) -> None:
+        row = self._row(trial)
+        if row["status"] != "diverged":
+            row["status"] = status
+        self._trials_dirty = True
+        self._write_trials()
+
+    def _row(self, trial) -> dict[str, Any]:
+        """The trials.parquet row of a trial, created from its config on first sight."""
+        if trial.trial_id in self._trials:
+            return self._trials[trial.trial_id]
+        plain = canonical_trial(trial.config)
+        cfg = GANConfig.from_dict(gan_config_dict(plain))
+        lambdas = cfg.task_lambdas(len(self.task_names))
+        row: dict[str, Any] = {k: None for k in self._schema.names}
+        row.update({
+            "schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
+            "config_id": plain["config_id"], "baseline_key": plain["baseline_key"], "status": "PENDING",
+            "seed": cfg.seed, "mode": cfg.mode, "alpha": cfg.alpha,
+            **{f"lambda_{t}": lam for t, lam in zip(self.task_names, lambdas)},
+            "data": cfg.data, "samples_per_task": cfg.samples_per_task, "width": cfg.width, "z_dim": cfg.z_dim,
+            "lr": cfg.lr, "batch_size": cfg.batch_size, "gan_loss": cfg.gan_loss, "eval_samples": cfg.eval_samples,
+            "steps_per_iteration": plain.get("steps_per_iteration"), "iterations": 0,
+            "iterations_planned": plain.get("iterations"), "cpus": self.cpus, "gpus": self.gpus,
+        })
+        self._trials[trial.trial_id] = row
+        return row
+
+
+def _first_error_line(trial) -> str:
+    message = getattr(trial, "error_msg", None) or ""
+    if not message and getattr(trial, "error_file", None) and Path(trial.error_file).exists():
+        message = Path(trial.error_file).read_text()
+    lines = [ln for ln in str(message).splitlines() if ln.strip()]
+    return lines[-1] if lines else "error"
+
+
+class ProgressLines(Callback):
+    """One line per finished trial (id, configuration, final fid_mean, status) and a one-line
+    count of running/pending trials every ``every_seconds``."""
+
+    def __init__(self, total: int, every_seconds: float = 30.0) -> None:
+        self.total = total
+        self.every_seconds = every_seconds
+        self._finished = 0
+        self._last = time.monotonic()
+
+    def __reduce__(self):
+        return (type(self), (self.total, self.every_seconds))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last < self.every_seconds:
+            return
+        self._last = time.monotonic()
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        print(time.strftime("%H:%M:%S ") + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())),
+              flush=True)
+
+    def _line(self, trial, status: str) -> None:
+        self._finished += 1
+        result = trial.last_result or {}
+        if result.get("diverged"):
+            status = "diverged"
+        plain = canonical_trial(trial.config)
+        lam = plain.get("lambdas")
+        lam_text = "1" if lam is None else ",".join(f"{x:.2f}" for x in lam)
+        fid = result.get("fid_mean")
+        fid_text = "-" if fid is None or not math.isfinite(fid) else f"{fid:.2f}"
+        print(f"[{self._finished}/{self.total}] {trial.trial_id} {plain['mode']:<11} alpha={plain['alpha']:<9.4g} "
+              f"lambda=({lam_text}) seed={plain['seed']} iter={result.get('iteration', 0)} "
+              f"fid_mean={fid_text} {status}" + (f" ({_first_error_line(trial)})" if status == "ERROR" else ""),
+              file=sys.stdout, flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._line(trial, "TERMINATED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._line(trial, "ERROR")

@@ -1,0 +1,134 @@
+"""A sweep spec (search_spaces) as Ray Tune objects: param_space, search algorithm, scheduler.
+
+random / grid: the trials are expanded up front (search_spaces.expand_trials) and handed to
+Tune as ``{"trial": tune.grid_search([...])}`` -- an explicit list, so a resumed sweep runs
+exactly the trials the first run planned, and pairing (every shared configuration at every
+seed, one independent arm per seed) holds by construction.
+
+optuna: an OptunaSearch (TPE) with a define-by-run space. Its first trials are the
+independent baseline arms, one per (seed, knob combination), given as constants (this is what
+``points_to_evaluate`` would do, but Optuna rejects an enqueued ``mode=independent`` that is not
+one of the searched choices); every later trial is a shared configuration proposed by TPE
+(mode, α log-uniform, λ as per-task weights scaled to sum to n) at a seed and knob values that
+TPE also picks (categoricals). Each such trial pairs with the baseline of its own seed and
+knobs through ``baseline_key``; the budget is ``num_samples × len(seeds)`` shared trials.
+
+Schedulers: fifo (default); asha stops shared trials early on fid_mean but never a baseline
+arm (``BaselineExemptASHA``), so every baseline runs all its iterations and the analysis
+compares each pair at the last iteration both reached; pbt mutates α of shared trials and
+exploits among them only (baselines are neither copied from nor into). PBT trials change
+configuration mid-run, so their rows pair by seed but their config_id is the final one.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
+
+import search_spaces as ss
+from trainables.tune_trainable import trial_of
+
+METRIC, METRIC_MODE = "fid_mean", "min"
+TIME_ATTR = "iteration"
+
+
+def is_baseline(config: dict[str, Any]) -> bool:
+    return trial_of(config).get("mode") == ss.INDEPENDENT
+
+
+def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, int]:
+    """(param_space, search_alg or None, num_samples) for Tuner."""
+    if spec.search in ("random", "grid"):
+        return {"trial": tune.grid_search(ss.expand_trials(spec, n_tasks))}, None, 1
+    return _optuna_search(spec, n_tasks)
+
+
+def optuna_available() -> bool:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OptunaSpace:
+    """Optuna define-by-run space (a class, not a closure: Tune pickles the searcher into its
+    experiment checkpoint). Trials numbered below ``len(baselines)`` are the baseline arms."""
+
+    def __init__(self, spec: ss.SweepSpec, n_tasks: int) -> None:
+        self.baselines = [{**knobs, **ss.baseline_arm(n_tasks), "seed": int(seed)}
+                          for knobs in ss.knob_combinations(spec) for seed in spec.seeds]
+        self.n_tasks = n_tasks
+        self.modes, self.seeds, self.knobs = list(spec.modes), list(spec.seeds), dict(spec.knobs)
+        self.alpha_kind, self.alpha_arg = next(iter(spec.alpha.items()))
+        self.lam_kind, self.lam_arg = next(iter(spec.lambdas.items()))
+
+    def __call__(self, trial) -> dict[str, Any]:
+        if trial.number < len(self.baselines):
+            return dict(self.baselines[trial.number])
+        out: dict[str, Any] = {"mode": trial.suggest_categorical("mode", self.modes),
+                               "seed": trial.suggest_categorical("seed", self.seeds)}
+        for key in sorted(self.knobs):
+            out[key] = trial.suggest_categorical(key, self.knobs[key])
+        if self.alpha_kind == "loguniform":
+            alpha = trial.suggest_float("alpha", self.alpha_arg[0], self.alpha_arg[1], log=True)
+        else:
+            alpha = trial.suggest_categorical("alpha", [float(a) for a in self.alpha_arg])
+        out["alpha"] = 0.0 if out["mode"] == "hard" else alpha
+        if self.lam_kind == "equal":
+            out["lambdas"] = [1.0] * self.n_tasks
+            return out
+        # Raw weights; the trainable scales them to sum to n. TPE cannot sample a Dirichlet, so
+        # a Dirichlet space becomes normalised uniform weights (covering the same simplex).
+        log = self.lam_kind == "loguniform"
+        lo, hi = self.lam_arg if log else (1e-3, 1.0)
+        for i in range(self.n_tasks):
+            out[f"lambda_{i}"] = trial.suggest_float(f"lambda_{i}", lo, hi, log=log)
+        return out
+
+
+def _optuna_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, int]:
+    if not optuna_available():
+        raise ValueError("--search optuna needs the optional extra: pip install 'mtgan-sweep[optuna]'")
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = OptunaSpace(spec, n_tasks)
+    searcher = OptunaSearch(space=space, metric=METRIC, mode=METRIC_MODE, seed=spec.space_seed)
+    return ss.base_trial(spec), searcher, len(space.baselines) + spec.num_samples * len(spec.seeds)
+
+
+class BaselineExemptASHA(AsyncHyperBandScheduler):
+    """ASHA that never stops (nor ranks) an independent baseline arm: stopping baselines early
+    would leave shared trials without a full-length partner and bias the comparison."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if is_baseline(trial.config):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class BaselineExemptPBT(PopulationBasedTraining):
+    """PBT whose population is the shared trials only: a baseline arm never records a score,
+    so it is never in a quantile (never exploited, never a donor) and never mutated."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if is_baseline(trial.config):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def tune_scheduler(spec: ss.SweepSpec) -> TrialScheduler:
+    if spec.scheduler == "asha":
+        return BaselineExemptASHA(time_attr=TIME_ATTR, metric=METRIC, mode=METRIC_MODE,
+                                  max_t=spec.iterations, grace_period=1, reduction_factor=2)
+    if spec.scheduler == "pbt":
+        if spec.search == "optuna":
+            raise ValueError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
+        kind, arg = next(iter(spec.alpha.items()))
+        alpha = tune.loguniform(*arg) if kind == "loguniform" else tune.choice(arg)
+        return BaselineExemptPBT(time_attr=TIME_ATTR, metric=METRIC, mode=METRIC_MODE,
+                                 perturbation_interval=max(1, spec.iterations // 4),
+                                 hyperparam_mutations={"trial": {"alpha": alpha}}, quantile_fraction=0.25,
+                                 synch=False)
+    return FIFOScheduler()

@@ -1,0 +1,315 @@
+"""`python -m orchestrator.sweep`: run (or resume) a λ/α/sharing sweep on Ray Tune.
+
+Everything the user typed is checked before Ray starts and before anything is written; a bad
+input is one ``error: ...`` line on stderr and exit code 2. While the sweep runs there is one
+line per finished trial; at the end it prints where the results are, the best configurations
+and the analysis command. ``--resume`` continues the sweep ``--name`` after its driver died
+(``Tuner.restore``); it reuses the settings stored with that sweep, so other flags are ignored.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import search_spaces as ss
+
+TUNER_STATE_FILE = "tuner.pkl"  # written by Tune into every experiment directory
+RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2, nothing written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="default", help="sweep name (%s) or FILE.yaml" % ", ".join(ss.available_spaces()))
+    p.add_argument("--data", help="task spec, overrides the sweep file's (digits, digits:classes=0,1, "
+                                  "digits:domains=plain,inverted, npz:PATH, folder:PATH, shapes:tasks=4)")
+    p.add_argument("--num-samples", type=int, help="number of shared configurations (each runs at every seed)")
+    p.add_argument("--iterations", type=int, help="reports (train + evaluate rounds) per trial")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fraction of one GPU, 0..1 (e.g. 0.25)")
+    p.add_argument("--search", choices=ss.SEARCHES, help="random | grid | optuna (default: the sweep file's)")
+    p.add_argument("--scheduler", choices=ss.SCHEDULERS, help="fifo | asha | pbt (default: the sweep file's)")
+    p.add_argument("--storage", default="./results", help="directory holding the sweeps (default ./results)")
+    p.add_argument("--name", help="sweep name (default <space>-YYYYmmdd-HHMMSS); with --resume, the sweep to continue")
+    p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: start a local Ray")
+    p.add_argument("--resume", action="store_true", help="continue the sweep --name after its driver died")
+    return p
+
+
+# ------------------------------------------------------------------------------ validation
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UsageError("--seeds needs at least one seed")
+    return seeds
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.iterations is not None and args.iterations < 1:
+        raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
+    if not args.cpus_per_trial > 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if not 0 <= args.gpus_per_trial <= 1:
+        raise UsageError(f"--gpus-per-trial must be between 0 and 1 (a trial uses at most one GPU), "
+                         f"got {args.gpus_per_trial}")
+
+
+def _cluster_address(address: str) -> tuple[str, int]:
+    """host, port of the Ray cluster named by --address ('auto' = the one `ray start` recorded)."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address and RAY_CURRENT_CLUSTER.exists():
+            address = RAY_CURRENT_CLUSTER.read_text().strip()
+        if not address or address == "auto":
+            raise UsageError("--address auto: no running Ray cluster found on this machine "
+                             "(start one with `ray start --head` or `ray up cluster.yaml`)")
+    bare = address.split("://", 1)[-1]
+    host, _, port = bare.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address must be 'auto' or HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _check_reachable(address: str) -> None:
+    host, port = _cluster_address(address)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as e:
+        raise UsageError(f"--address {address}: cannot reach a Ray cluster at {host}:{port} ({e.strerror or e})") from None
+
+
+def _validate_trials(spec: ss.SweepSpec, n_tasks: int) -> list[dict[str, Any]]:
+    """Expand random/grid sweeps and build every trial's GANConfig (the core validates λ, α...)."""
+    from trainables.config import GANConfig
+
+    ss.check_against_tasks(spec, n_tasks)
+    if spec.search == "optuna":
+        probes = [{**ss.base_trial(spec), **k, **ss.baseline_arm(n_tasks), "seed": spec.seeds[0]}
+                  for k in ss.knob_combinations(spec)]
+        for probe in probes:
+            GANConfig.from_dict(ss.gan_fields(probe)).task_lambdas(n_tasks)
+        return []
+    trials = ss.expand_trials(spec, n_tasks)
+    for trial in trials:
+        GANConfig.from_dict(ss.gan_fields(trial)).task_lambdas(n_tasks)
+    return trials
+
+
+def _load_task_names(spec: ss.SweepSpec) -> list[str]:
+    from trainables.data import load_tasks
+
+    sizes = spec.knobs.get("samples_per_task", [spec.fixed.get("samples_per_task")])
+    names: list[str] = []
+    for size in sizes:
+        tasks = load_tasks(spec.data, samples_per_task=size,
+                           test_fraction=spec.fixed.get("test_fraction", 0.25))
+        names = tasks.names
+    return names
+
+
+class Plan:
+    """Everything a validated command line resolved to."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.storage = Path(args.storage).resolve()
+        self.resume = args.resume
+        if args.name is not None and not NAME_PATTERN.match(args.name):
+            raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
+        if args.resume:
+            if not args.name:
+                raise UsageError("--resume needs --name of the sweep to continue")
+            self.run_dir = self.storage / args.name
+            if not (self.run_dir / TUNER_STATE_FILE).exists() or not (self.run_dir / "sweep.json").exists():
+                raise UsageError(f"--resume: no sweep named {args.name!r} under {self.storage}")
+            self.record = json.loads((self.run_dir / "sweep.json").read_text())
+            self.spec = ss.SweepSpec(**{**self.record["spec"], "seeds": tuple(self.record["spec"]["seeds"]),
+                                        "modes": tuple(self.record["spec"]["modes"])})
+            self.task_names = self.record["tasks"]
+            self.cpus, self.gpus = self.record["cpus_per_trial"], self.record["gpus_per_trial"]
+            self.trials = self.record["trials"]
+            self.name = args.name
+        else:
+            _check_numbers(args)
+            self.cpus, self.gpus = args.cpus_per_trial, args.gpus_per_trial
+            spec = ss.load_space(args.space)
+            self.spec = spec.with_overrides(data=args.data, num_samples=args.num_samples,
+                                            iterations=args.iterations, seeds=_parse_seeds(args.seeds),
+                                            search=args.search, scheduler=args.scheduler)
+            if self.spec.search == "optuna":
+                from orchestrator.spaces import optuna_available
+                if not optuna_available():
+                    raise UsageError("--search optuna needs the optional extra: pip install 'mtgan-sweep[optuna]'")
+            if self.spec.scheduler == "pbt" and self.spec.search == "optuna":
+                raise UsageError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
+            self.task_names = _load_task_names(self.spec)
+            self.trials = _validate_trials(self.spec, len(self.task_names))
+            self.name = args.name or f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.run_dir = self.storage / self.name
+            if self.run_dir.exists():
+                raise UsageError(f"a sweep named {self.name!r} already exists under {self.storage} "
+                                 f"(choose another --name, or add --resume to continue it)")
+        if args.address:
+            _check_reachable(args.address)
+
+    def record_dict(self) -> dict[str, Any]:
+        import ray
+        from orchestrator.results import SCHEMA_VERSION
+
+        return {"schema_version": SCHEMA_VERSION, "sweep": self.name, "space": self.spec.name,
+                "spec": self.spec.to_dict(), "data": self.spec.data, "tasks": self.task_names,
+                "n_tasks": len(self.task_names), "seeds": list(self.spec.seeds),
+                "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus, "trials": self.trials,
+                "args": {k: v for k, v in vars(self.args).items()}, "created": time.time(),
+                "ray_version": ray.__version__, "command": " ".join(sys.argv)}
+
+
+# ---------------------------------------------------------------------------------- running
+def _start_ray(plan: Plan) -> bool:
+    """Connect to or start Ray; returns whether we started it (and must shut it down)."""
+    import ray
+
+    if plan.args.address:
+        ray.init(address=plan.args.address, log_to_driver=True)
+        started = True
+    elif ray.is_initialized():
+        started = False  # e.g. the tests' session Ray: use it
+    else:
+        if plan.gpus > 0:
+            import torch
+            if torch.cuda.device_count() == 0:
+                raise UsageError(f"--gpus-per-trial {plan.gpus}: this machine has no GPU visible to torch "
+                                 f"(trials would wait forever); use --gpus-per-trial 0 or --address")
+        ray.init(include_dashboard=False)
+        started = True
+    if plan.gpus > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
+        if started:
+            ray.shutdown()
+        raise UsageError(f"--gpus-per-trial {plan.gpus}: the Ray cluster has no GPUs (trials would wait forever)")
+    return started
+
+
+def trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def build_tuner(plan: Plan, reuse_actors: bool = True):
+    """The Tuner for a validated plan (a restored one with --resume); Ray must be running."""
+    from ray import tune
+
+    from orchestrator import spaces
+    from orchestrator.results import ParquetResults, ProgressLines
+    from trainables.tune_trainable import multitask_gan_trainable
+
+    trainable = tune.with_resources(multitask_gan_trainable, {"cpu": plan.cpus, "gpu": plan.gpus})
+    if plan.resume:
+        # Tuner.restore takes no callbacks in Ray 2.60; the RunConfig it restores from tuner.pkl
+        # holds our callbacks, which pickle as their constructor arguments and re-read the run
+        # directory in setup() (see orchestrator.results).
+        return tune.Tuner.restore(str(plan.run_dir), trainable=trainable, resume_errored=True)
+    n_tasks = len(plan.task_names)
+    param_space, search_alg, num_samples = spaces.tune_search(plan.spec, n_tasks)
+    total = len(plan.trials) if plan.trials else num_samples
+    callbacks = [ParquetResults(str(plan.run_dir), plan.name, plan.task_names, plan.cpus, plan.gpus),
+                 ProgressLines(total)]
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=spaces.tune_scheduler(plan.spec), num_samples=num_samples,
+            metric=None if search_alg is not None or plan.spec.scheduler != "fifo" else spaces.METRIC,
+            mode=None if search_alg is not None or plan.spec.scheduler != "fifo" else spaces.METRIC_MODE,
+            # Measured: 16 short trials take 5-9 s with actor reuse, 33 s without.
+            reuse_actors=reuse_actors, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            storage_path=str(plan.storage), name=plan.name, callbacks=callbacks, verbose=0,  # our ProgressLines instead of Tune's wide table
+            failure_config=tune.FailureConfig(max_failures=plan.spec.max_failures),
+            # PBT exploits other trials' recent checkpoints, so keep a few.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
+    )
+
+
+def summarize(run_dir: Path, top: int = 5) -> str:
+    """Where the results are, the best configurations (mean fid over seeds) and what to run next."""
+    import pandas as pd
+
+    from orchestrator.results import TRIALS_FILE
+
+    trials = pd.read_parquet(run_dir / TRIALS_FILE)
+    lines = [f"results: {run_dir}  (metrics/ and trials.parquet, schema version 1)"]
+    counts = trials["status"].value_counts().to_dict()
+    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    done = trials[trials["status"] == "TERMINATED"]
+    if len(done):
+        lam_cols = [c for c in trials.columns if c.startswith("lambda_")]
+        grouped = done.groupby("config_id").agg(
+            mode=("mode", "first"), alpha=("alpha", "first"), **{c: (c, "first") for c in lam_cols},
+            seeds=("seed", "nunique"), fid_mean=("fid_mean", "mean")).sort_values("fid_mean")
+        shown = pd.concat([grouped.head(top), grouped.loc[grouped.index == ss.INDEPENDENT]])
+        shown = shown[~shown.index.duplicated()]
+        lines.append("best configurations (fid_mean averaged over seeds, lower is better):")
+        lines.extend(shown.to_string(float_format=lambda x: f"{x:.4g}").splitlines())
+    lines.append(f"next: python -m orchestrator.analyze {run_dir}")
+    return "\n".join(lines)
+
+
+def start_run(plan: Plan) -> None:
+    """Create the run directory and its sweep.json (a new sweep only)."""
+    if not plan.resume:
+        plan.run_dir.mkdir(parents=True)
+        (plan.run_dir / "sweep.json").write_text(json.dumps(plan.record_dict(), indent=1, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Tune forces an experiment-state snapshot whenever a trial has checkpointed num_to_keep
+    # times (so a resume never points at a deleted checkpoint) and warns about each one.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        plan = Plan(build_parser().parse_args(argv))
+        started = _start_ray(plan)
+    except (UsageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import ray
+
+    try:
+        start_run(plan)
+        print(f"sweep {plan.name}: {len(plan.trials) or 'optuna'} trials, tasks {','.join(plan.task_names)}, "
+              f"{plan.cpus:g} CPU / {plan.gpus:g} GPU per trial -> {plan.run_dir}", flush=True)
+        results = build_tuner(plan).fit()
+        errors = sum(1 for r in results if r.error is not None)
+        print(summarize(plan.run_dir), flush=True)
+        if errors:
+            print(f"{errors} trial(s) failed; see trials.parquet (column error) and the trial logs", file=sys.stderr)
+        return 1 if errors else 0
+    finally:
+        if started:
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

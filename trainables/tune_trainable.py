@@ -1,0 +1,146 @@
+"""The Ray Tune function trainable: one trial of the multi-task GAN, in iterations.
+
+The trial config is a flat dict: GANConfig fields plus the orchestrator keys
+``steps_per_iteration``, ``iterations``, ``samples_kept``, ``config_id``, ``baseline_key``
+(see search_spaces). Optuna trials carry λ as ``lambda_<i>`` raw weights instead of
+``lambdas``; :func:`gan_config_dict` turns either form into GANConfig fields (the Parquet sink
+uses the same function, so what is recorded is what ran).
+
+Each iteration trains ``steps_per_iteration`` steps, evaluates every task and reports with
+``ray.tune.report(metrics, checkpoint=...)`` (``ray.train.report`` fails inside Tune in Ray
+2.60). A checkpoint holds ``state.pt`` (the GAN's full state), ``meta.json`` (iteration, time)
+and ``samples.npz`` (``images`` (n_tasks, k, C, H, W) in [-1, 1] and ``tasks``). A diverged
+trial reports once more with ``diverged=True`` and the message, then returns: it ends
+TERMINATED for Tune (not retried) and ``diverged`` in trials.parquet.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+
+from trainables.config import GANConfig
+from trainables.data import TaskSet, load_tasks
+from trainables.train import DivergenceError, MultiTaskGAN
+
+ORCHESTRATOR_KEYS = ("steps_per_iteration", "iterations", "samples_kept", "config_id", "baseline_key")
+METRIC_NAMES = ("fid", "kid", "precision", "recall", "accuracy")
+STATE_FILE, META_FILE, SAMPLES_FILE = "state.pt", "meta.json", "samples.npz"
+# With reuse_actors one worker process runs many trials of the same data: load it once.
+_TASKSET_CACHE: dict[tuple, TaskSet] = {}
+
+
+def trial_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat trial dict inside a Tune config (random/grid sweeps nest it under "trial")."""
+    return config["trial"] if "trial" in config else config
+
+
+def gan_config_dict(config: dict[str, Any]) -> dict[str, Any]:
+    """GANConfig fields of a trial config; ``lambda_<i>`` weights are scaled to sum to n."""
+    config = trial_of(config)
+    out = {k: v for k, v in config.items() if k not in ORCHESTRATOR_KEYS and not k.startswith("lambda_")}
+    raw = sorted((int(k.split("_", 1)[1]), float(v)) for k, v in config.items() if k.startswith("lambda_"))
+    if raw:
+        weights = np.array([v for _, v in raw])
+        out["lambdas"] = [round(float(x), 6) for x in weights / weights.sum() * len(weights)]
+    if out.get("mode") == "independent" and raw:  # Optuna baselines: λ=1 whatever was drawn
+        out["alpha"], out["lambdas"] = 0.0, [1.0] * len(raw)
+    if out.get("lambdas") is not None:
+        out["lambdas"] = tuple(float(x) for x in out["lambdas"])
+    return out
+
+
+def _tasks_for(cfg: GANConfig) -> TaskSet:
+    key = (cfg.data, cfg.samples_per_task, cfg.test_fraction)
+    if key not in _TASKSET_CACHE:
+        _TASKSET_CACHE[key] = load_tasks(cfg.data, samples_per_task=cfg.samples_per_task,
+                                         test_fraction=cfg.test_fraction)
+    return _TASKSET_CACHE[key]
+
+
+def _device_and_share() -> tuple[str, float, float]:
+    """The device Ray gave this trial and its (cpu, gpu) share."""
+    resources = tune.get_context().get_trial_resources()
+    bundle = resources.required_resources if resources is not None else {}
+    cpus, gpus = float(bundle.get("CPU", 1.0)), float(bundle.get("GPU", 0.0))
+    torch.set_num_threads(max(1, int(cpus)))
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned, so that GPU is cuda:0 here.
+    if gpus > 0 and ray.get_gpu_ids() and torch.cuda.is_available():
+        # Trials packed on one GPU must not starve each other of memory.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gpus), 0)
+        return "cuda:0", cpus, gpus
+    return "cpu", cpus, gpus
+
+
+def _write_checkpoint(directory: Path, gan: MultiTaskGAN, iteration: int, time_s: float, k: int) -> None:
+    torch.save(gan.state_dict(), directory / STATE_FILE)
+    (directory / META_FILE).write_text(json.dumps({"iteration": iteration, "time_s": time_s, "step": gan.step}))
+    if k > 0:
+        np.savez_compressed(directory / SAMPLES_FILE, images=gan.sample(k), tasks=np.array(gan.tasks.names))
+
+
+def _restore(gan: MultiTaskGAN) -> tuple[int, float]:
+    """Load the trial's checkpoint, if any; returns (completed iterations, seconds spent)."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return 0, 0.0
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location=gan.device, weights_only=False)
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+    # Under PBT a trial continues another trial's weights with a mutated config (that is the
+    # point of PBT), so the checkpoint's recorded config is replaced by this trial's.
+    state["config"] = gan.config.to_dict()
+    gan.load_state_dict(state)
+    return int(meta["iteration"]), float(meta["time_s"])
+
+
+def multitask_gan_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable (see the module docstring)."""
+    # One line per checkpoint from Ray's storage layer would drown the progress lines.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    config = trial_of(config)
+    gan_cfg = GANConfig.from_dict(gan_config_dict(config))
+    device, cpus, gpus = _device_and_share()
+    steps = int(config["steps_per_iteration"])
+    iterations = int(config["iterations"])
+    keep = int(config.get("samples_kept", 16))
+    where = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+             "cpus": cpus, "gpus": gpus, "device": device}
+
+    gan = MultiTaskGAN(gan_cfg, tasks=_tasks_for(gan_cfg), device=device,
+                       metrics_cache_dir=os.environ.get("MTGAN_CACHE"))
+    done, spent = _restore(gan)
+    names = gan.tasks.names
+    for iteration in range(done + 1, iterations + 1):
+        started = time.perf_counter()
+        try:
+            losses = gan.train(steps)
+            per_task = gan.evaluate()
+        except DivergenceError as e:
+            tune.report({"iteration": iteration, "step": gan.step, "diverged": True, "error": str(e),
+                         "fid_mean": float("inf"), "kid_mean": float("inf"),
+                         "time_s": spent + time.perf_counter() - started, **where})
+            return
+        spent += time.perf_counter() - started
+        metrics: dict[str, Any] = {"iteration": iteration, "step": gan.step, "time_s": spent,
+                                   "diverged": False, **where}
+        for i, name in enumerate(names):
+            for m in METRIC_NAMES:
+                metrics[f"{m}/{name}"] = float(per_task[i][m])
+            metrics[f"g_loss/{name}"] = float(losses["g_loss"][i])
+            metrics[f"d_loss/{name}"] = float(losses["d_loss"][i])
+        for m in ("fid", "kid"):
+            metrics[f"{m}_mean"] = float(np.mean([t[m] for t in per_task]))
+        with tempfile.TemporaryDirectory(prefix="mtgan-ckpt-") as tmp:
+            _write_checkpoint(Path(tmp), gan, iteration, spent, keep)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
