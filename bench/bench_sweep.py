@@ -1,11 +1,17 @@
-"""Tune overhead on 2 CPUs: a 16-trial sweep of ~5 s trials, one CPU each.
+"""Orchestration overhead and GPU packing of sweeps (a benchmark, not a test).
 
-Prints wall time ÷ (sum of trial compute ÷ 2) -- 1.0 would be two perfectly packed cores with
-no orchestration cost; the goal is <= 1.3 -- with actor reuse (what the sweep uses) and,
-for comparison, without. Trial compute is the training + evaluation time each trial reports
+CPU (default): a 16-trial sweep of ~5 s trials on 2 CPUs, one CPU per trial. Prints wall
+time ÷ (sum of trial compute ÷ 2) -- 1.0 would be two perfectly packed cores with no
+orchestration cost; the goal is <= 1.3 -- with actor reuse (what the sweep uses) and, for
+comparison, without. Trial compute is the training + evaluation time each trial reports
 (``time_s``), so process start-up, data loading and Tune's bookkeeping all count as overhead.
 
+GPU (``--gpu``): the same kind of sweep with 1, 4 and 8 trials packed per GPU
+(``--gpus-per-trial`` 1, 0.25, 0.125; two waves of trials each) and the aggregate
+task-steps/s (all trials' steps × tasks ÷ wall time).
+
     .venv/bin/python bench/bench_sweep.py [--steps 350]
+    python bench/bench_sweep.py --gpu [--steps 1500]
 """
 from __future__ import annotations
 
@@ -25,54 +31,90 @@ import search_spaces as ss  # noqa: E402
 from orchestrator.sweep import Plan, build_parser, build_tuner, start_run  # noqa: E402
 
 
-def write_space(directory: Path, steps: int) -> str:
-    # 4 seeds × (3 shared configurations + the baseline) = 16 trials
+def write_space(directory: Path, name: str, steps: int, seeds: int, shared: int) -> str:
+    """The default sweep resized: ``seeds`` × (``shared`` + 1 baseline) trials of 2 iterations."""
     raw = yaml.safe_load((ss.SPACES_DIR / "default.yaml").read_text())
-    raw.update(seeds=[0, 1, 2, 3], num_samples=3, iterations=2, steps_per_iteration=steps)
+    raw.update(seeds=list(range(seeds)), num_samples=shared, iterations=2, steps_per_iteration=steps)
     raw["fixed"]["eval_samples"] = 100
-    path = directory / "bench.yaml"
+    path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)
 
 
-def run(space: str, storage: Path, name: str, reuse_actors: bool) -> tuple[float, float, int]:
+def run(space: str, storage: Path, name: str, reuse_actors: bool = True, gpus: float = 0.0) -> tuple[float, pd.DataFrame]:
     plan = Plan(build_parser().parse_args(["--space", space, "--storage", str(storage), "--name", name,
-                                           "--cpus-per-trial", "1"]))
+                                           "--cpus-per-trial", "1", "--gpus-per-trial", str(gpus)]))
     start_run(plan)
     started = time.perf_counter()
     build_tuner(plan, reuse_actors=reuse_actors).fit()
-    wall = time.perf_counter() - started
-    trials = pd.read_parquet(plan.run_dir / "trials.parquet")
-    return wall, float(trials["time_s"].sum()), len(trials)
+    return time.perf_counter() - started, pd.read_parquet(plan.run_dir / "trials.parquet")
+
+
+def warm_metrics_cache(space: str, device: str) -> None:
+    """Train and cache the metrics classifier once, so no measured run pays for it."""
+    from trainables.data import load_tasks
+    from trainables.metrics import TaskMetrics
+
+    spec = ss.load_space(space)
+    TaskMetrics(load_tasks(spec.data, samples_per_task=spec.fixed["samples_per_task"]), device=device)
+
+
+def cpu_bench(tmp: Path, steps: int) -> None:
+    import ray
+
+    space = write_space(tmp, "cpu", steps, seeds=4, shared=3)  # 16 trials
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        warm_metrics_cache(space, "cpu")
+        rows = []
+        for reuse in (True, False):
+            wall, trials = run(space, tmp / "results", f"reuse-{reuse}", reuse_actors=reuse)
+            compute = float(trials["time_s"].sum())
+            rows.append((reuse, len(trials), wall, compute / len(trials), wall / (compute / 2)))
+    finally:
+        ray.shutdown()
+    print(f"{'reuse_actors':>12} {'trials':>6} {'wall s':>7} {'trial s':>7} {'ratio':>6}  (goal <= 1.3)")
+    for reuse, n, wall, per_trial, ratio in rows:
+        print(f"{str(reuse):>12} {n:>6} {wall:>7.1f} {per_trial:>7.2f} {ratio:>6.2f}")
+
+
+def gpu_bench(tmp: Path, steps: int) -> None:
+    import ray
+    import torch
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    rows = []
+    try:
+        for per_gpu in (1, 4, 8):
+            # two waves of per_gpu trials: seeds × (1 shared + baseline) = 2 × per_gpu
+            space = write_space(tmp, f"gpu{per_gpu}", steps, seeds=per_gpu, shared=1)
+            if per_gpu == 1:
+                warm_metrics_cache(space, "cuda")
+            wall, trials = run(space, tmp / "results", f"gpu-{per_gpu}", gpus=1 / per_gpu)
+            n_tasks = sum(c.startswith("lambda_") for c in trials.columns)
+            task_steps = float((trials["steps_per_iteration"] * trials["iterations"]).sum()) * n_tasks
+            rows.append((per_gpu, len(trials), wall, task_steps / wall, set(trials["device"]), set(trials["status"])))
+    finally:
+        ray.shutdown()
+    print(f"GPU: {torch.cuda.get_device_name(0)}")
+    print(f"{'trials/GPU':>10} {'trials':>6} {'wall s':>7} {'task-steps/s':>12}  devices, statuses")
+    for per_gpu, n, wall, rate, devices, statuses in rows:
+        print(f"{per_gpu:>10} {n:>6} {wall:>7.1f} {rate:>12.0f}  {sorted(devices)} {sorted(statuses)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=350, help="steps per iteration (2 iterations per trial)")
+    parser.add_argument("--gpu", action="store_true", help="pack 1, 4, 8 trials per GPU instead")
+    parser.add_argument("--steps", type=int, help="steps per iteration (2 iterations per trial); "
+                                                  "default 350 on CPU (~5 s trials), 1500 on GPU")
     args = parser.parse_args()
-    import ray
-
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         os.environ.setdefault("MTGAN_CACHE", str(Path(tmp) / "cache"))
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        space = write_space(Path(tmp), args.steps)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            # warm-up: trains and caches the metrics classifier so neither run pays for it
-            from trainables.data import load_tasks
-            from trainables.metrics import TaskMetrics
-
-            spec = ss.load_space(space)
-            TaskMetrics(load_tasks(spec.data, samples_per_task=spec.fixed["samples_per_task"]))
-            rows = []
-            for reuse in (True, False):
-                wall, compute, n = run(space, Path(tmp) / "results", f"reuse-{reuse}", reuse)
-                rows.append((reuse, n, wall, compute / n, wall / (compute / 2)))
-        finally:
-            ray.shutdown()
-    print(f"{'reuse_actors':>12} {'trials':>6} {'wall s':>7} {'trial s':>7} {'ratio':>6}  (goal <= 1.3)")
-    for reuse, n, wall, per_trial, ratio in rows:
-        print(f"{str(reuse):>12} {n:>6} {wall:>7.1f} {per_trial:>7.2f} {ratio:>6.2f}")
+        if args.gpu:
+            gpu_bench(Path(tmp), args.steps or 1500)
+        else:
+            cpu_bench(Path(tmp), args.steps or 350)
 
 
 if __name__ == "__main__":

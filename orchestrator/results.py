@@ -246,7 +246,6 @@ class ProgressLines(Callback):
     def __init__(self, total: int, every_seconds: float = 30.0) -> None:
         self.total = total
         self.every_seconds = every_seconds
-        self._finished = 0
         self._last = time.monotonic()
 
     def __reduce__(self):
@@ -262,8 +261,9 @@ class ProgressLines(Callback):
         print(time.strftime("%H:%M:%S ") + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())),
               flush=True)
 
-    def _line(self, trial, status: str) -> None:
-        self._finished += 1
+    def _line(self, trials: list, trial, status: str) -> None:
+        # Counted from Tune's trial list, so a resumed sweep counts the trials finished before.
+        finished = 1 + sum(1 for t in trials if t is not trial and t.is_finished())
         result = trial.last_result or {}
         if result.get("diverged"):
             status = "diverged"
@@ -272,13 +272,13 @@ class ProgressLines(Callback):
         lam_text = "1" if lam is None else ",".join(f"{x:.2f}" for x in lam)
         fid = result.get("fid_mean")
         fid_text = "-" if fid is None or not math.isfinite(fid) else f"{fid:.2f}"
-        print(f"[{self._finished}/{self.total}] {trial.trial_id} {plain['mode']:<11} alpha={plain['alpha']:<9.4g} "
+        print(f"[{finished}/{self.total}] {trial.trial_id} {plain['mode']:<11} alpha={plain['alpha']:<9.4g} "
               f"lambda=({lam_text}) seed={plain['seed']} iter={result.get('iteration', 0)} "
               f"fid_mean={fid_text} {status}" + (f" ({_first_error_line(trial)})" if status == "ERROR" else ""),
               file=sys.stdout, flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._line(trial, "TERMINATED")
+        self._line(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._line(trial, "ERROR")
+        self._line(trials, trial, "ERROR")
