@@ -207,10 +207,29 @@ def _start_ray(plan: Plan) -> bool:
         ray.init(include_dashboard=False)
         started = True
     if plan.gpus > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
-        if started:
-            ray.shutdown()
-        raise UsageError(f"--gpus-per-trial {plan.gpus}: the Ray cluster has no GPUs (trials would wait forever)")
+        if plan.args.address and _autoscaler_can_add_gpus():
+            # `ray up cluster.yaml` starts GPU worker types at min_workers 0: the autoscaler
+            # launches them when the trials ask for GPUs.
+            print("note: no GPU node in the cluster yet; its autoscaler will launch GPU workers",
+                  file=sys.stderr, flush=True)
+        else:
+            if started:
+                ray.shutdown()
+            raise UsageError(f"--gpus-per-trial {plan.gpus}: the Ray cluster has no GPUs (trials would wait forever)")
     return started
+
+
+def _autoscaler_can_add_gpus() -> bool:
+    """Whether the joined cluster runs an autoscaler that may add GPU nodes."""
+    from ray._private.state import state
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    # Autoscaler v2 publishes its node types' resources; the v1 autoscaler (the default)
+    # only its status, so there we trust that its config has GPU worker types.
+    max_resources = state.get_max_resources_from_cluster_config()
+    if max_resources is not None:
+        return max_resources.get("GPU", 0) > 0
+    return _internal_kv_get("__autoscaling_status") is not None
 
 
 def trial_dirname(trial) -> str:

@@ -3,8 +3,8 @@
 * two worker nodes (``ray.cluster_utils.Cluster``, head with 0 CPUs): trials run on both;
 * node loss: a worker node is removed while its trial runs; the trial resumes from its last
   checkpoint on the surviving node;
-* the fake autoscaler (``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config``) scales up
-  from the head alone for the sweep and back down.
+* the fake autoscaler (``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config``) scales
+  (fake) GPU workers up from the head alone for a --gpus-per-trial 0.5 sweep and back down.
 
 Isolation (other people run Ray on this machine): every cluster lives in a subprocess with
 its own short RAY_TMPDIR (the unix sockets' path limit is ~107 characters), its own token
@@ -17,7 +17,7 @@ column tells them apart as it would on real hosts.
 
 This file is also the helper the tests start: ``python -m tests.test_cluster_multinode hold``
 holds a Cluster and obeys ``remove IP`` / ``quit`` lines on stdin; ``... watch ADDRESS``
-prints the number of alive nodes twice a second.
+prints the alive nodes, their GPUs and whether an autoscaler reports, twice a second.
 """
 
 from __future__ import annotations
@@ -259,7 +259,9 @@ def test_fake_autoscaler_scales_up_from_head_and_back_down(tmp_path: Path) -> No
         "auth": {}, "docker": {},
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-            "cpu.worker": {"resources": {"CPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
+            # Like cluster.yaml's GPU types, scaled from zero. The GPUs are fake (Ray only counts
+            # them); the trainable then falls back to the CPU.
+            "gpu.worker": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
         },
         "head_node_type": "ray.head.default",
         "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
@@ -288,27 +290,32 @@ def test_fake_autoscaler_scales_up_from_head_and_back_down(tmp_path: Path) -> No
         watcher = subprocess.Popen([sys.executable, "-m", "tests.test_cluster_multinode", "watch", address],
                                    cwd=REPO, env=env, stdout=open(watch_file, "w"), stderr=subprocess.DEVNULL,
                                    start_new_session=True)
-        while not _read_json_lines(watch_file):
-            assert watcher.poll() is None and time.monotonic() < deadline, "node watcher did not start"
+        # The sweep sees the autoscaler by its status in the GCS (published after its first round).
+        while not (_read_json_lines(watch_file) or [{}])[-1].get("autoscaler"):
+            assert watcher.poll() is None and time.monotonic() < deadline, "no autoscaler status"
             time.sleep(0.2)
         assert _read_json_lines(watch_file)[-1]["alive"] == 1, "the cluster should start as the head alone"
+        assert _read_json_lines(watch_file)[-1]["gpus"] == 0
 
         storage = tmp_path / "results"
+        # Two trials share each (fake) GPU, as --gpus-per-trial 0.25 packs four on a real one.
         done = _run_sweep(env, "--space", "smoke", "--address", address, "--storage", str(storage),
-                          "--name", "autoscaled", "--cpus-per-trial", "1", timeout=300)
+                          "--name", "autoscaled", "--cpus-per-trial", "0.5", "--gpus-per-trial", "0.5",
+                          timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         sweep_end = time.time()
         metrics, trials, record = _read_run(storage / "autoscaled")
         _assert_complete_run(metrics, trials, record, iterations=2)
+        assert set(trials["gpus"]) == {0.5}
 
         during = [r for r in _read_json_lines(watch_file) if r["t"] <= sweep_end]
         assert max(r["alive"] for r in during) >= 2, "no worker node was launched"
-        assert max(r["cpus"] for r in during) >= 1
+        assert max(r["gpus"] for r in during) >= 1
         deadline = time.monotonic() + 90
         while _read_json_lines(watch_file)[-1]["alive"] > 1:
             assert time.monotonic() < deadline, "idle workers were not removed"
             time.sleep(0.5)
-        assert _read_json_lines(watch_file)[-1]["cpus"] == 0
+        assert _read_json_lines(watch_file)[-1]["gpus"] == 0
     finally:
         if watcher is not None:
             _stop_process_group(watcher, graceful_s=5)
@@ -341,12 +348,14 @@ def _hold(worker_ips: list[str]) -> None:
 
 def _watch(address: str) -> None:
     import ray
+    from ray.experimental.internal_kv import _internal_kv_get
 
     ray.init(address=address, log_to_driver=False)
     while True:
         alive = [n for n in ray.nodes() if n["Alive"]]
-        cpus = sum(n["Resources"].get("CPU", 0) for n in alive)
-        print(json.dumps({"t": time.time(), "alive": len(alive), "cpus": cpus}), flush=True)
+        gpus = sum(n["Resources"].get("GPU", 0) for n in alive)
+        autoscaler = _internal_kv_get("__autoscaling_status") is not None
+        print(json.dumps({"t": time.time(), "alive": len(alive), "gpus": gpus, "autoscaler": autoscaler}), flush=True)
         time.sleep(0.5)
 
 
