@@ -131,6 +131,8 @@ class ParquetResults(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         row = self._row(trial)
+        if canonical_trial(trial.config)["config_id"] != row["config_id"]:
+            row.update(self._config_columns(trial))  # PBT changed the trial's configuration
         for key in ("node_ip", "hostname", "device", "cpus", "gpus"):
             if key in result:
                 row[key] = result[key]
@@ -213,22 +215,25 @@ class ParquetResults(Callback):
         """The trials.parquet row of a trial, created from its config on first sight."""
         if trial.trial_id in self._trials:
             return self._trials[trial.trial_id]
+        row: dict[str, Any] = {k: None for k in self._schema.names}
+        row.update({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
+                    "status": "PENDING", "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
+                    **self._config_columns(trial)})
+        self._trials[trial.trial_id] = row
+        return row
+
+    def _config_columns(self, trial) -> dict[str, Any]:
         plain = canonical_trial(trial.config)
         cfg = GANConfig.from_dict(gan_config_dict(plain))
         lambdas = cfg.task_lambdas(len(self.task_names))
-        row: dict[str, Any] = {k: None for k in self._schema.names}
-        row.update({
-            "schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-            "config_id": plain["config_id"], "baseline_key": plain["baseline_key"], "status": "PENDING",
+        return {
+            "config_id": plain["config_id"], "baseline_key": plain["baseline_key"],
             "seed": cfg.seed, "mode": cfg.mode, "alpha": cfg.alpha,
             **{f"lambda_{t}": lam for t, lam in zip(self.task_names, lambdas)},
             "data": cfg.data, "samples_per_task": cfg.samples_per_task, "width": cfg.width, "z_dim": cfg.z_dim,
             "lr": cfg.lr, "batch_size": cfg.batch_size, "gan_loss": cfg.gan_loss, "eval_samples": cfg.eval_samples,
-            "steps_per_iteration": plain.get("steps_per_iteration"), "iterations": 0,
-            "iterations_planned": plain.get("iterations"), "cpus": self.cpus, "gpus": self.gpus,
-        })
-        self._trials[trial.trial_id] = row
-        return row
+            "steps_per_iteration": plain.get("steps_per_iteration"), "iterations_planned": plain.get("iterations"),
+        }
 
 
 def _first_error_line(trial) -> str:

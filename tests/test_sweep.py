@@ -101,3 +101,23 @@ def test_optuna_with_asha_keeps_baselines_full_length(ray_local, tmp_path):
         assert math.isclose(row["lambda_0"] + row["lambda_1"], 2.0, abs_tol=1e-4)
     counts = metrics.groupby("trial_id").size()
     assert (counts == trials.set_index("trial_id").loc[counts.index, "iterations"] * 2).all()
+
+
+def test_pbt_leaves_baselines_alone(ray_local, tmp_path):
+    space = write_space(tmp_path, "pbt", seeds=[0, 1], num_samples=3, iterations=4,
+                        sharing={"modes": ["soft"], "alpha": {"loguniform": [0.001, 10.0]},
+                                 "lambdas": {"dirichlet": 1.0}})
+    storage = tmp_path / "results"
+    assert main(["--space", space, "--scheduler", "pbt", "--storage", str(storage), "--name", "pbt"]) == 0
+    metrics, trials, record = read_run(storage / "pbt")
+    assert set(trials["status"]) == {"TERMINATED"} and len(trials) == len(record["trials"])
+    assert not metrics.duplicated(["trial_id", "iteration", "task"]).any()
+    baselines = trials[trials["mode"] == "independent"]
+    planned = [t for t in record["trials"] if t["mode"] == "independent"]
+    assert sorted(baselines["seed"]) == sorted(t["seed"] for t in planned)
+    for trial_id in baselines["trial_id"]:  # never exploited: all iterations, one configuration
+        rows = metrics[metrics.trial_id == trial_id]
+        assert sorted(set(rows["iteration"])) == [1, 2, 3, 4] and set(rows["config_id"]) == {"independent"}
+    # a PBT trial's row shows the configuration it ended with (what its last rows were made by)
+    last = metrics.sort_values("iteration").groupby("trial_id").tail(1).set_index("trial_id")["config_id"]
+    assert (trials.set_index("trial_id").loc[last.index, "config_id"] == last).all()

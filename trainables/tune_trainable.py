@@ -82,18 +82,20 @@ def _device_and_share() -> tuple[str, float, float]:
     return "cpu", cpus, gpus
 
 
-def _write_checkpoint(directory: Path, gan: MultiTaskGAN, iteration: int, time_s: float, k: int) -> None:
+def _write_checkpoint(directory: Path, gan: MultiTaskGAN, iteration: int, time_s: float, k: int,
+                      losses: dict[str, list[float]]) -> None:
     torch.save(gan.state_dict(), directory / STATE_FILE)
-    (directory / META_FILE).write_text(json.dumps({"iteration": iteration, "time_s": time_s, "step": gan.step}))
+    (directory / META_FILE).write_text(json.dumps({"iteration": iteration, "time_s": time_s, "step": gan.step,
+                                                   "losses": losses}))
     if k > 0:
         np.savez_compressed(directory / SAMPLES_FILE, images=gan.sample(k), tasks=np.array(gan.tasks.names))
 
 
-def _restore(gan: MultiTaskGAN) -> tuple[int, float]:
-    """Load the trial's checkpoint, if any; returns (completed iterations, seconds spent)."""
+def _restore(gan: MultiTaskGAN) -> tuple[int, float, dict[str, list[float]] | None]:
+    """Load the trial's checkpoint, if any: (completed iterations, seconds spent, last losses)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return 0, 0.0
+        return 0, 0.0, None
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, map_location=gan.device, weights_only=False)
         meta = json.loads((Path(directory) / META_FILE).read_text())
@@ -101,7 +103,20 @@ def _restore(gan: MultiTaskGAN) -> tuple[int, float]:
     # point of PBT), so the checkpoint's recorded config is replaced by this trial's.
     state["config"] = gan.config.to_dict()
     gan.load_state_dict(state)
-    return int(meta["iteration"]), float(meta["time_s"])
+    return int(meta["iteration"]), float(meta["time_s"]), meta.get("losses")
+
+
+def _metrics(gan: MultiTaskGAN, iteration: int, spent: float, losses: dict[str, list[float]],
+             per_task: list[dict[str, float]], where: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"iteration": iteration, "step": gan.step, "time_s": spent, "diverged": False, **where}
+    for i, name in enumerate(gan.tasks.names):
+        for m in METRIC_NAMES:
+            metrics[f"{m}/{name}"] = float(per_task[i][m])
+        metrics[f"g_loss/{name}"] = float(losses["g_loss"][i])
+        metrics[f"d_loss/{name}"] = float(losses["d_loss"][i])
+    for m in ("fid", "kid"):
+        metrics[f"{m}_mean"] = float(np.mean([t[m] for t in per_task]))
+    return metrics
 
 
 def multitask_gan_trainable(config: dict[str, Any]) -> None:
@@ -119,12 +134,16 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
 
     gan = MultiTaskGAN(gan_cfg, tasks=_tasks_for(gan_cfg), device=device,
                        metrics_cache_dir=os.environ.get("MTGAN_CACHE"))
-    done, spent = _restore(gan)
-    names = gan.tasks.names
+    done, spent, last_losses = _restore(gan)
+    if done >= iterations and last_losses is not None:
+        # Restored from a final checkpoint (PBT cloned a finished trial, or the driver died
+        # before Tune recorded the end): report that state once so the trial's last result is it.
+        tune.report(_metrics(gan, done, spent, last_losses, gan.evaluate(), where))
+        return
     for iteration in range(done + 1, iterations + 1):
         started = time.perf_counter()
         try:
-            losses = gan.train(steps)
+            out = gan.train(steps)
             per_task = gan.evaluate()
         except DivergenceError as e:
             tune.report({"iteration": iteration, "step": gan.step, "diverged": True, "error": str(e),
@@ -132,15 +151,8 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
                          "time_s": spent + time.perf_counter() - started, **where})
             return
         spent += time.perf_counter() - started
-        metrics: dict[str, Any] = {"iteration": iteration, "step": gan.step, "time_s": spent,
-                                   "diverged": False, **where}
-        for i, name in enumerate(names):
-            for m in METRIC_NAMES:
-                metrics[f"{m}/{name}"] = float(per_task[i][m])
-            metrics[f"g_loss/{name}"] = float(losses["g_loss"][i])
-            metrics[f"d_loss/{name}"] = float(losses["d_loss"][i])
-        for m in ("fid", "kid"):
-            metrics[f"{m}_mean"] = float(np.mean([t[m] for t in per_task]))
+        losses = {k: [float(x) for x in v] for k, v in out.items()}
+        metrics = _metrics(gan, iteration, spent, losses, per_task, where)
         with tempfile.TemporaryDirectory(prefix="mtgan-ckpt-") as tmp:
-            _write_checkpoint(Path(tmp), gan, iteration, spent, keep)
+            _write_checkpoint(Path(tmp), gan, iteration, spent, keep, losses)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
