@@ -1,17 +1,13 @@
-"""Orchestration overhead and GPU packing of sweeps (a benchmark, not a test).
+"""Orchestration overhead of a sweep on 2 CPUs (a benchmark, not a test).
 
-CPU (default): a 16-trial sweep of ~5 s trials on 2 CPUs, one CPU per trial. Prints wall
+A 16-trial sweep of ~5 s trials on 2 CPUs, one CPU per trial. Prints wall
 time ÷ (sum of trial compute ÷ 2) -- 1.0 would be two perfectly packed cores with no
 orchestration cost; the goal is <= 1.3 -- with actor reuse (what the sweep uses) and, for
 comparison, without. Trial compute is the training + evaluation time each trial reports
 (``time_s``), so process start-up, data loading and Tune's bookkeeping all count as overhead.
-
-GPU (``--gpu``): the same kind of sweep with 1, 4 and 8 trials packed per GPU
-(``--gpus-per-trial`` 1, 0.25, 0.125; two waves of trials each) and the aggregate
-task-steps/s (all trials' steps × tasks ÷ wall time).
+(GPU packing: bench/bench_gpu_packing.py.)
 
     .venv/bin/python bench/bench_sweep.py [--steps 350]
-    python bench/bench_sweep.py --gpu [--steps 1500]
 """
 from __future__ import annotations
 
@@ -41,22 +37,22 @@ def write_space(directory: Path, name: str, steps: int, seeds: int, shared: int)
     return str(path)
 
 
-def run(space: str, storage: Path, name: str, reuse_actors: bool = True, gpus: float = 0.0) -> tuple[float, pd.DataFrame]:
+def run(space: str, storage: Path, name: str, reuse_actors: bool) -> tuple[float, pd.DataFrame]:
     plan = Plan(build_parser().parse_args(["--space", space, "--storage", str(storage), "--name", name,
-                                           "--cpus-per-trial", "1", "--gpus-per-trial", str(gpus)]))
+                                           "--cpus-per-trial", "1"]))
     start_run(plan)
     started = time.perf_counter()
     build_tuner(plan, reuse_actors=reuse_actors).fit()
-    return time.perf_counter() - started, pd.read_parquet(plan.run_dir / "trials.parquet")
+    return time.perf_counter() - started, plan.run.read_table("trials.parquet").to_pandas()
 
 
-def warm_metrics_cache(space: str, device: str) -> None:
+def warm_metrics_cache(space: str) -> None:
     """Train and cache the metrics classifier once, so no measured run pays for it."""
     from trainables.data import load_tasks
     from trainables.metrics import TaskMetrics
 
     spec = ss.load_space(space)
-    TaskMetrics(load_tasks(spec.data, samples_per_task=spec.fixed["samples_per_task"]), device=device)
+    TaskMetrics(load_tasks(spec.data, samples_per_task=spec.fixed["samples_per_task"]))
 
 
 def cpu_bench(tmp: Path, steps: int) -> None:
@@ -65,7 +61,7 @@ def cpu_bench(tmp: Path, steps: int) -> None:
     space = write_space(tmp, "cpu", steps, seeds=4, shared=3)  # 16 trials
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        warm_metrics_cache(space, "cpu")
+        warm_metrics_cache(space)
         rows = []
         for reuse in (True, False):
             wall, trials = run(space, tmp / "results", f"reuse-{reuse}", reuse_actors=reuse)
@@ -78,43 +74,15 @@ def cpu_bench(tmp: Path, steps: int) -> None:
         print(f"{str(reuse):>12} {n:>6} {wall:>7.1f} {per_trial:>7.2f} {ratio:>6.2f}")
 
 
-def gpu_bench(tmp: Path, steps: int) -> None:
-    import ray
-    import torch
-
-    ray.init(include_dashboard=False, log_to_driver=False)
-    rows = []
-    try:
-        for per_gpu in (1, 4, 8):
-            # two waves of per_gpu trials: seeds × (1 shared + baseline) = 2 × per_gpu
-            space = write_space(tmp, f"gpu{per_gpu}", steps, seeds=per_gpu, shared=1)
-            if per_gpu == 1:
-                warm_metrics_cache(space, "cuda")
-            wall, trials = run(space, tmp / "results", f"gpu-{per_gpu}", gpus=1 / per_gpu)
-            n_tasks = sum(c.startswith("lambda_") for c in trials.columns)
-            task_steps = float((trials["steps_per_iteration"] * trials["iterations"]).sum()) * n_tasks
-            rows.append((per_gpu, len(trials), wall, task_steps / wall, set(trials["device"]), set(trials["status"])))
-    finally:
-        ray.shutdown()
-    print(f"GPU: {torch.cuda.get_device_name(0)}")
-    print(f"{'trials/GPU':>10} {'trials':>6} {'wall s':>7} {'task-steps/s':>12}  devices, statuses")
-    for per_gpu, n, wall, rate, devices, statuses in rows:
-        print(f"{per_gpu:>10} {n:>6} {wall:>7.1f} {rate:>12.0f}  {sorted(devices)} {sorted(statuses)}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="store_true", help="pack 1, 4, 8 trials per GPU instead")
-    parser.add_argument("--steps", type=int, help="steps per iteration (2 iterations per trial); "
-                                                  "default 350 on CPU (~5 s trials), 1500 on GPU")
+    parser.add_argument("--steps", type=int, default=350,
+                        help="steps per iteration (2 iterations per trial; 350 gives ~5 s trials)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         os.environ.setdefault("MTGAN_CACHE", str(Path(tmp) / "cache"))
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        if args.gpu:
-            gpu_bench(Path(tmp), args.steps or 1500)
-        else:
-            cpu_bench(Path(tmp), args.steps or 350)
+        cpu_bench(Path(tmp), args.steps)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
@@ -72,20 +73,75 @@ def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:
     return ss.with_identity(plain)
 
 
-def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write to a hidden temporary name in the same directory, then rename over ``path``."""
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+class RunFiles:
+    """A directory on the local disk or behind a URI (s3://, gs://, file://) -- Tune's storage
+    may be either. Local writes go to a hidden temporary name and are renamed into place; an
+    object store's upload appears whole anyway."""
+
+    def __init__(self, location: str) -> None:
+        if "://" in location:
+            self.location = location.rstrip("/")
+            self.fs, self.path = pafs.FileSystem.from_uri(self.location)
+        else:
+            self.location = self.path = str(Path(location).resolve())
+            self.fs = pafs.LocalFileSystem()
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __reduce__(self):
+        return (type(self), (self.location,))
+
+    def sub(self, *parts: str) -> str:
+        return "/".join([self.path.rstrip("/"), *parts])
+
+    def uri(self, *parts: str) -> str:
+        """Where a file is, as the user would name it (a path, or a URI)."""
+        return "/".join([self.location, *parts])
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.sub(*parts)).type != pafs.FileType.NotFound
+
+    def makedirs(self, *parts: str) -> None:
+        self.fs.create_dir(self.sub(*parts), recursive=True)
+
+    def read_text(self, *parts: str) -> str:
+        with self.fs.open_input_stream(self.sub(*parts)) as f:
+            return f.read().decode()
+
+    def write_text(self, text: str, *parts: str) -> None:
+        with self.fs.open_output_stream(self.sub(*parts)) as f:
+            f.write(text.encode())
+
+    def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.sub(*parts), filesystem=self.fs, columns=columns)
+
+    def write_table(self, table: pa.Table, *parts: str) -> None:
+        path = self.sub(*parts)
+        if not self.local:
+            pq.write_table(table, path, filesystem=self.fs)
+            return
+        tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}-{parts[-1]}"
+        pq.write_table(table, tmp, filesystem=self.fs)
+        os.replace(tmp, path)
+
+    def parquet_files(self, *parts: str) -> list[str]:
+        """Parquet files in a directory, without the hidden/temporary ones readers skip."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.sub(*parts), allow_not_found=True))
+        return [i.path for i in infos if i.is_file and i.base_name.endswith(".parquet")
+                and i.base_name[0] not in "._"]
 
 
-def written_iterations(run_dir: Path) -> set[tuple[str, int]]:
+def written_iterations(run: RunFiles) -> set[tuple[str, int]]:
     """(trial_id, iteration) pairs already in the metrics dataset."""
-    metrics = run_dir / METRICS_DIR
-    if not metrics.is_dir() or not any(p.suffix == ".parquet" and p.name[0] not in "._" for p in metrics.iterdir()):
+    files = run.parquet_files(METRICS_DIR)
+    if not files:
         return set()
-    table = pads.dataset(metrics, format="parquet").to_table(columns=["trial_id", "iteration"])
+    table = pads.dataset(files, filesystem=run.fs, format="parquet").to_table(columns=["trial_id", "iteration"])
     return set(zip(table.column("trial_id").to_pylist(), table.column("iteration").to_pylist()))
+
+
+def _checkpoint_uri(checkpoint) -> str:
+    scheme = {"local": "", "s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://"}.get(checkpoint.filesystem.type_name, "")
+    return scheme + checkpoint.path
 
 
 class ParquetResults(Callback):
@@ -93,7 +149,8 @@ class ParquetResults(Callback):
 
     def __init__(self, run_dir: str, sweep: str, task_names: list[str], cpus: float, gpus: float,
                  flush_seconds: float = 5.0) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = run_dir
+        self._files = RunFiles(run_dir)
         self.sweep = sweep
         self.task_names = list(task_names)
         self.cpus, self.gpus = float(cpus), float(gpus)
@@ -106,16 +163,15 @@ class ParquetResults(Callback):
         self._last_flush = time.monotonic()
 
     def __reduce__(self):
-        return (type(self), (str(self.run_dir), self.sweep, self.task_names, self.cpus, self.gpus,
+        return (type(self), (self.run_dir, self.sweep, self.task_names, self.cpus, self.gpus,
                              self.flush_seconds))
 
     # ------------------------------------------------------------------ Tune callback hooks
     def setup(self, **info: Any) -> None:
-        (self.run_dir / METRICS_DIR).mkdir(parents=True, exist_ok=True)
-        self._written = written_iterations(self.run_dir)
-        trials_path = self.run_dir / TRIALS_FILE
-        if trials_path.exists():
-            for row in pq.read_table(trials_path).to_pylist():
+        self._files.makedirs(METRICS_DIR)
+        self._written = written_iterations(self._files)
+        if self._files.exists(TRIALS_FILE):
+            for row in self._files.read_table(TRIALS_FILE).to_pylist():
                 self._trials[row["trial_id"]] = {k: row.get(k) for k in self._schema.names}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -164,9 +220,9 @@ class ParquetResults(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
         row = self._row(trial)
-        row["checkpoint_path"] = checkpoint.path
-        sample_file = Path(checkpoint.path) / SAMPLES_FILE
-        row["samples_path"] = str(sample_file) if sample_file.exists() else None
+        row["checkpoint_path"] = _checkpoint_uri(checkpoint)
+        has_samples = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{SAMPLES_FILE}").is_file
+        row["samples_path"] = f"{row['checkpoint_path']}/{SAMPLES_FILE}" if has_samples else None
         self._trials_dirty = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -192,8 +248,8 @@ class ParquetResults(Callback):
             if not rows:
                 continue
             iterations = [r["iteration"] for r in rows]
-            path = self.run_dir / METRICS_DIR / f"{trial_id}-{min(iterations)}-{max(iterations)}.parquet"
-            atomic_write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+            self._files.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), METRICS_DIR,
+                                    f"{trial_id}-{min(iterations)}-{max(iterations)}.parquet")
             self._pending[trial_id] = []
         if self._trials_dirty:
             self._write_trials()
@@ -201,7 +257,7 @@ class ParquetResults(Callback):
 
     def _write_trials(self) -> None:
         rows = sorted(self._trials.values(), key=lambda r: r["trial_id"])
-        atomic_write_table(pa.Table.from_pylist(rows, schema=self._schema), self.run_dir / TRIALS_FILE)
+        self._files.write_table(pa.Table.from_pylist(rows, schema=self._schema), TRIALS_FILE)
         self._trials_dirty = False
 
     def _set_status(self, trial, status: str) -> None:

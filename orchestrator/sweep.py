@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import search_spaces as ss
 
 TUNER_STATE_FILE = "tuner.pkl"  # written by Tune into every experiment directory
+SWEEP_FILE = "sweep.json"
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -136,17 +137,19 @@ class Plan:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.storage = Path(args.storage).resolve()
+        from orchestrator.results import RunFiles
+
+        self.storage = RunFiles(args.storage)  # a local directory or a URI such as s3://bucket/prefix
         self.resume = args.resume
         if args.name is not None and not NAME_PATTERN.match(args.name):
             raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
         if args.resume:
             if not args.name:
                 raise UsageError("--resume needs --name of the sweep to continue")
-            self.run_dir = self.storage / args.name
-            if not (self.run_dir / TUNER_STATE_FILE).exists() or not (self.run_dir / "sweep.json").exists():
-                raise UsageError(f"--resume: no sweep named {args.name!r} under {self.storage}")
-            self.record = json.loads((self.run_dir / "sweep.json").read_text())
+            self.run = RunFiles(self.storage.uri(args.name))
+            if not self.run.exists(TUNER_STATE_FILE) or not self.run.exists(SWEEP_FILE):
+                raise UsageError(f"--resume: no sweep named {args.name!r} under {self.storage.location}")
+            self.record = json.loads(self.run.read_text(SWEEP_FILE))
             self.spec = ss.SweepSpec(**{**self.record["spec"], "seeds": tuple(self.record["spec"]["seeds"]),
                                         "modes": tuple(self.record["spec"]["modes"])})
             self.task_names = self.record["tasks"]
@@ -169,12 +172,13 @@ class Plan:
             self.task_names = _load_task_names(self.spec)
             self.trials = _validate_trials(self.spec, len(self.task_names))
             self.name = args.name or f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.run_dir = self.storage / self.name
-            if self.run_dir.exists():
-                raise UsageError(f"a sweep named {self.name!r} already exists under {self.storage} "
+            self.run = RunFiles(self.storage.uri(self.name))
+            if self.run.exists():
+                raise UsageError(f"a sweep named {self.name!r} already exists under {self.storage.location} "
                                  f"(choose another --name, or add --resume to continue it)")
         if args.address:
             _check_reachable(args.address)
+        self.run_dir = self.run.location  # a path or a URI
 
     def record_dict(self) -> dict[str, Any]:
         import ray
@@ -249,11 +253,11 @@ def build_tuner(plan: Plan, reuse_actors: bool = True):
         # Tuner.restore takes no callbacks in Ray 2.60; the RunConfig it restores from tuner.pkl
         # holds our callbacks, which pickle as their constructor arguments and re-read the run
         # directory in setup() (see orchestrator.results).
-        return tune.Tuner.restore(str(plan.run_dir), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_errored=True)
     n_tasks = len(plan.task_names)
     param_space, search_alg, num_samples = spaces.tune_search(plan.spec, n_tasks)
     total = len(plan.trials) if plan.trials else num_samples
-    callbacks = [ParquetResults(str(plan.run_dir), plan.name, plan.task_names, plan.cpus, plan.gpus),
+    callbacks = [ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
                  ProgressLines(total)]
     return tune.Tuner(
         trainable,
@@ -265,21 +269,21 @@ def build_tuner(plan: Plan, reuse_actors: bool = True):
             # Measured: 16 short trials take 5-9 s with actor reuse, 33 s without.
             reuse_actors=reuse_actors, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            storage_path=str(plan.storage), name=plan.name, callbacks=callbacks, verbose=0,  # our ProgressLines instead of Tune's wide table
+            storage_path=plan.storage.location, name=plan.name, callbacks=callbacks, verbose=0,  # our ProgressLines instead of Tune's wide table
             failure_config=tune.FailureConfig(max_failures=plan.spec.max_failures),
             # PBT exploits other trials' recent checkpoints, so keep a few.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
     )
 
 
-def summarize(run_dir: Path, top: int = 5) -> str:
+def summarize(run, top: int = 5) -> str:
     """Where the results are, the best configurations (mean fid over seeds) and what to run next."""
     import pandas as pd
 
     from orchestrator.results import TRIALS_FILE
 
-    trials = pd.read_parquet(run_dir / TRIALS_FILE)
-    lines = [f"results: {run_dir}  (metrics/ and trials.parquet, schema version 1)"]
+    trials = run.read_table(TRIALS_FILE).to_pandas()
+    lines = [f"results: {run.location}  (metrics/ and trials.parquet, schema version 1)"]
     counts = trials["status"].value_counts().to_dict()
     lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     done = trials[trials["status"] == "TERMINATED"]
@@ -292,15 +296,15 @@ def summarize(run_dir: Path, top: int = 5) -> str:
         shown = shown[~shown.index.duplicated()]
         lines.append("best configurations (fid_mean averaged over seeds, lower is better):")
         lines.extend(shown.to_string(float_format=lambda x: f"{x:.4g}").splitlines())
-    lines.append(f"next: python -m orchestrator.analyze {run_dir}")
+    lines.append(f"next: python -m orchestrator.analyze {run.location}")
     return "\n".join(lines)
 
 
 def start_run(plan: Plan) -> None:
     """Create the run directory and its sweep.json (a new sweep only)."""
     if not plan.resume:
-        plan.run_dir.mkdir(parents=True)
-        (plan.run_dir / "sweep.json").write_text(json.dumps(plan.record_dict(), indent=1, default=str))
+        plan.run.makedirs()
+        plan.run.write_text(json.dumps(plan.record_dict(), indent=1, default=str), SWEEP_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{plan.cpus:g} CPU / {plan.gpus:g} GPU per trial -> {plan.run_dir}", flush=True)
         results = build_tuner(plan).fit()
         errors = sum(1 for r in results if r.error is not None)
-        print(summarize(plan.run_dir), flush=True)
+        print(summarize(plan.run), flush=True)
         if errors:
             print(f"{errors} trial(s) failed; see trials.parquet (column error) and the trial logs", file=sys.stderr)
         return 1 if errors else 0

@@ -74,7 +74,8 @@ def test_diverged_trial_is_recorded_and_sweep_continues(ray_local, tmp_path):
     space = write_space(tmp_path, "diverge", seeds=[0], num_samples=1,
                         knobs={"lr": [0.001, 1.0e10]})
     storage = tmp_path / "results"
-    assert main(["--space", space, "--storage", str(storage), "--name", "div"]) == 0
+    # given as a URI, as a cluster's s3:// storage would be (Tune and the sink go through pyarrow.fs)
+    assert main(["--space", space, "--storage", f"file://{storage}", "--name", "div"]) == 0
     metrics, trials, _ = read_run(storage / "div")
     bad = trials[trials["lr"] == 1.0e10]
     good = trials[trials["lr"] == 0.001]
