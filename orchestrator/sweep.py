@@ -139,7 +139,11 @@ class Plan:
         self.args = args
         from orchestrator.results import RunFiles
 
-        self.storage = RunFiles(args.storage)  # a local directory or a URI such as s3://bucket/prefix
+        try:  # a local directory or a URI such as s3://bucket/prefix
+            self.storage = RunFiles(args.storage)
+            self.storage.exists()
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--storage {args.storage}: {str(e).splitlines()[0]}") from None
         self.resume = args.resume
         if args.name is not None and not NAME_PATTERN.match(args.name):
             raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")

@@ -21,7 +21,7 @@ def snapshot(root: Path) -> list[str]:
 
 def assert_rejected(argv: list[str], storage: Path, capsys, needle: str) -> None:
     before = snapshot(storage)
-    assert main([*argv, "--storage", str(storage)]) == 2
+    assert main(["--storage", str(storage), *argv]) == 2  # a later --storage in argv wins
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert needle in err[0], err[0]
@@ -55,6 +55,7 @@ def bad_inputs(tmp_path: Path, make_files: bool = True) -> dict[str, tuple[list[
         "unreachable address": (["--space", "smoke", "--address", "127.0.0.1:9"], "cannot reach"),
         "pbt with optuna": (["--space", "smoke", "--search", "optuna", "--scheduler", "pbt"], "pbt"),
         "unknown flag": (["--space", "smoke", "--epochs", "3"], "--epochs"),
+        "unknown storage scheme": (["--space", "smoke", "--storage", "nosuch://bucket/x"], "--storage"),
     }
 
 
