@@ -188,5 +188,7 @@ class MultiTaskGAN:
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.rng.set_state(state["rng"])
+        # Generator states are CPU byte tensors even for a CUDA generator; map_location may
+        # have moved it.
+        self.rng.set_state(state["rng"].cpu())
         self.step = int(state["step"])
