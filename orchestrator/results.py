@@ -76,11 +76,13 @@ def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:
 class RunFiles:
     """A directory on the local disk or behind a URI (s3://, gs://, file://) -- Tune's storage
     may be either. Local writes go to a hidden temporary name and are renamed into place; an
-    object store's upload appears whole anyway."""
+    object store's upload appears whole anyway. A URI may carry pyarrow's query options
+    (``s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http``); they stay at its end."""
 
     def __init__(self, location: str) -> None:
         if "://" in location:
-            self.location = location.rstrip("/")
+            base, mark, query = location.partition("?")
+            self.location = base.rstrip("/") + mark + query
             self.fs, self.path = pafs.FileSystem.from_uri(self.location)
         else:
             self.location = self.path = str(Path(location).resolve())
@@ -94,8 +96,9 @@ class RunFiles:
         return "/".join([self.path.rstrip("/"), *parts])
 
     def uri(self, *parts: str) -> str:
-        """Where a file is, as the user would name it (a path, or a URI)."""
-        return "/".join([self.location, *parts])
+        """Where a file is, as the user would name it (a path, or a URI with its query kept last)."""
+        base, mark, query = self.location.partition("?") if "://" in self.location else (self.location, "", "")
+        return "/".join([base, *parts]) + mark + query
 
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.sub(*parts)).type != pafs.FileType.NotFound
@@ -139,9 +142,10 @@ def written_iterations(run: RunFiles) -> set[tuple[str, int]]:
     return set(zip(table.column("trial_id").to_pylist(), table.column("iteration").to_pylist()))
 
 
-def _checkpoint_uri(checkpoint) -> str:
+def _checkpoint_uri(checkpoint, *parts: str, query: str = "") -> str:
+    """A checkpoint (or a file in it) as a URI, with the storage URI's query options if any."""
     scheme = {"local": "", "s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://"}.get(checkpoint.filesystem.type_name, "")
-    return scheme + checkpoint.path
+    return "/".join([scheme + checkpoint.path, *parts]) + (f"?{query}" if query and scheme else "")
 
 
 class ParquetResults(Callback):
@@ -220,9 +224,10 @@ class ParquetResults(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
         row = self._row(trial)
-        row["checkpoint_path"] = _checkpoint_uri(checkpoint)
+        query = self.run_dir.partition("?")[2] if "://" in self.run_dir else ""
+        row["checkpoint_path"] = _checkpoint_uri(checkpoint, query=query)
         has_samples = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{SAMPLES_FILE}").is_file
-        row["samples_path"] = f"{row['checkpoint_path']}/{SAMPLES_FILE}" if has_samples else None
+        row["samples_path"] = _checkpoint_uri(checkpoint, SAMPLES_FILE, query=query) if has_samples else None
         self._trials_dirty = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import socket
 import sys
 import time
@@ -300,7 +301,7 @@ def summarize(run, top: int = 5) -> str:
         shown = shown[~shown.index.duplicated()]
         lines.append("best configurations (fid_mean averaged over seeds, lower is better):")
         lines.extend(shown.to_string(float_format=lambda x: f"{x:.4g}").splitlines())
-    lines.append(f"next: python -m orchestrator.analyze {run.location}")
+    lines.append(f"next: python -m orchestrator.analyze {shlex.quote(run.location)}")
     return "\n".join(lines)
 
 
