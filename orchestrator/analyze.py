@@ -46,6 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator import stats
@@ -65,7 +66,7 @@ class RunData:
     """Trials of all pooled runs (one row per trial, positional index = trial number) and the
     chosen metric as a dense (trial, iteration, task) array (NaN where not reported)."""
 
-    run_dirs: list[Path]
+    run_dirs: list[Path | str]  # local directories, or URIs such as s3://bucket/prefix/name
     metric: str
     trials: pd.DataFrame
     tasks: list[str]
@@ -109,21 +110,50 @@ class Analysis:
 # Loading
 # ----------------------------------------------------------------------------------------------
 
-def _check_run_dir(path: Path) -> None:
-    if not path.exists():
+def run_location(run_dir: Path | str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of a run directory: a local path, or a URI the sweep's --storage
+    took (s3://bucket/prefix/name, with pyarrow's ?endpoint_override=...&scheme=http if needed)."""
+    if isinstance(run_dir, str) and "://" in run_dir:
+        try:
+            return pafs.FileSystem.from_uri(run_dir)
+        except (OSError, ValueError) as exc:
+            raise AnalysisError(f"{run_dir}: {str(exc).splitlines()[0]}") from None
+    return pafs.LocalFileSystem(), str(Path(run_dir).resolve())
+
+
+def _uri_child(run_dir: Path | str, name: str) -> Path | str:
+    """A file in a run directory, named as the user would (a path, or a URI with its query last)."""
+    if "://" not in str(run_dir):
+        return Path(run_dir) / name
+    base, mark, query = run_dir.partition("?")
+    return f"{base.rstrip('/')}/{name}{mark}{query}"
+
+
+def _check_run_dir(path: Path | str) -> None:
+    fs, root = run_location(path)
+    try:
+        kind = fs.get_file_info(root).type
+        if kind == pafs.FileType.Directory:
+            has_trials = fs.get_file_info(f"{root}/trials.parquet").is_file
+            has_metrics = fs.get_file_info(f"{root}/metrics").type == pafs.FileType.Directory
+            children = [] if has_trials and has_metrics else sorted(
+                i.base_name for i in fs.get_file_info(pafs.FileSelector(root))
+                if i.type == pafs.FileType.Directory and fs.get_file_info(f"{i.path}/trials.parquet").is_file)
+    except OSError as exc:
+        raise AnalysisError(f"{path} cannot be read ({str(exc).splitlines()[0]})") from None
+    if kind == pafs.FileType.NotFound:
         raise AnalysisError(f"run directory {path} does not exist; run `{SWEEP_HINT}` first and pass "
                             f"its <storage>/<name> directory")
-    if not path.is_dir():
+    if kind != pafs.FileType.Directory:
         raise AnalysisError(f"{path} is not a directory; pass a sweep's <storage>/<name> directory")
-    if not (path / "trials.parquet").is_file() or not (path / "metrics").is_dir():
-        children = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "trials.parquet").is_file())
-        hint = (f" (it holds run directories: did you mean {path / children[0]}?)" if children
+    if not has_trials or not has_metrics:
+        hint = (f" (it holds run directories: did you mean {_uri_child(path, children[0])}?)" if children
                 else f"; it must be written by `{SWEEP_HINT}`")
         raise AnalysisError(f"{path} is not a sweep run directory: no trials.parquet and metrics/ "
                             f"found{hint}")
 
 
-def _check_schema_version(column: pa.ChunkedArray | pa.Array, where: Path) -> None:
+def _check_schema_version(column: pa.ChunkedArray | pa.Array, where: Path | str) -> None:
     versions = set(pc.unique(column).to_pylist()) - {None}
     unknown = sorted(v for v in versions if v != stats.SCHEMA_VERSION)
     if unknown:
@@ -132,10 +162,11 @@ def _check_schema_version(column: pa.ChunkedArray | pa.Array, where: Path) -> No
                             f"this version of `{SWEEP_HINT}`")
 
 
-def _read_trials(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "trials.parquet"
+def _read_trials(run_dir: Path | str) -> pd.DataFrame:
+    path = _uri_child(run_dir, "trials.parquet")
+    fs, root = run_location(run_dir)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(f"{root}/trials.parquet", filesystem=fs)
     except (pa.ArrowInvalid, OSError) as exc:
         raise AnalysisError(f"{path} cannot be read as Parquet ({str(exc).splitlines()[0]})") from None
     missing = [c for c in ("schema_version", "trial_id", "config_id", "baseline_key", "status", "mode")
@@ -146,13 +177,14 @@ def _read_trials(run_dir: Path) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _read_metrics(run_dir: Path, metric: str) -> pa.Table:
-    metrics_dir = run_dir / "metrics"
+def _read_metrics(run_dir: Path | str, metric: str) -> pa.Table:
+    metrics_dir = _uri_child(run_dir, "metrics")
+    fs, root = run_location(run_dir)
     schema = pa.schema([("schema_version", pa.int32()), ("trial_id", pa.string()), ("iteration", pa.int32()),
                         ("task", pa.string()), (metric, pa.float64())])
     try:
         # pyarrow ignores names starting with "." or "_": the writer's .tmp- files are skipped.
-        dataset = ds.dataset(metrics_dir, format="parquet", schema=schema)
+        dataset = ds.dataset(f"{root}/metrics", filesystem=fs, format="parquet", schema=schema)
         table = dataset.to_table(columns=schema.names)
     except (pa.ArrowInvalid, OSError) as exc:
         raise AnalysisError(f"{metrics_dir} cannot be read as a Parquet dataset "
@@ -169,7 +201,7 @@ def _codes(column: pa.ChunkedArray, labels: pd.Index) -> np.ndarray:
     return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def load_runs(run_dirs: list[Path], metric: str) -> RunData:
+def load_runs(run_dirs: list[Path | str], metric: str) -> RunData:
     """Read and pool the run directories into a :class:`RunData` (vectorised, no per-row Python)."""
     started = time.perf_counter()
     trial_frames, metric_tables = [], []
@@ -447,7 +479,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
                     stat_seconds=time.perf_counter() - started)
 
 
-def _all_failed(trials: pd.DataFrame, run_dirs: list[Path]) -> AnalysisError:
+def _all_failed(trials: pd.DataFrame, run_dirs: list[Path | str]) -> AnalysisError:
     errors = trials["error"].dropna().astype(str) if "error" in trials else pd.Series(dtype=str)
     first = f" (first error: {errors.iloc[0].splitlines()[0][:200]})" if len(errors) else ""
     return AnalysisError(f"all {len(trials)} trials diverged or errored in {', '.join(map(str, run_dirs))}; nothing "
@@ -536,8 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="python -m orchestrator.analyze",
                             description="Does sharing help? Paired benefit per task with bootstrap CIs, ΔMTL, "
                                         "sensitivity to α/λ/mode, budget and learning curves, sample grids.")
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories <storage>/<name> (pooled)")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default <first run>/report)")
+    parser.add_argument("runs", nargs="+", help="run directories <storage>/<name> (pooled); a URI such as "
+                        "s3://bucket/prefix/name is read in place")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default <first run>/report; for a URI ./results/<name>/report)")
     parser.add_argument("--metric", default="fid", help=f"one of {', '.join(stats.METRICS)} (default fid)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (>= 2000)")
     parser.add_argument("--rng-seed", type=int, default=0, help="seed of the bootstrap RNG")
@@ -554,8 +588,13 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError(f"--resamples must be >= 2000, got {args.resamples}")
         if args.top < 1:
             raise AnalysisError(f"--top must be >= 1, got {args.top}")
-        runs = list(dict.fromkeys(p.resolve() for p in args.runs))
-        out = args.out if args.out is not None else runs[0] / "report"
+        runs = list(dict.fromkeys(r.rstrip("/") if "://" in r else Path(r).resolve() for r in args.runs))
+        if args.out is not None:
+            out = args.out
+        elif isinstance(runs[0], Path):
+            out = runs[0] / "report"
+        else:  # the report is written locally, where `aws s3 sync` would put the run
+            out = Path("results") / runs[0].partition("?")[0].rsplit("/", 1)[-1] / "report"
         if out.exists() and not out.is_dir():
             raise AnalysisError(f"--out {out} exists and is not a directory")
         existing = next(p for p in (out, *out.parents) if p.exists())

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
 
 from orchestrator import stats  # noqa: E402
 from orchestrator.analyze import Analysis, fmt_ci, headline, verdict  # noqa: E402
@@ -316,15 +317,29 @@ def fig_curves(result: Analysis) -> Figure:
 def _load_samples(path: object, run_dir: str) -> tuple[np.ndarray, list[str]] | None:
     if path is None or (isinstance(path, float) and math.isnan(path)) or str(path) == "":
         return None
+    if "://" in str(path):  # a checkpoint in the sweep's object storage (s3://...)
+        uri = str(path)
+        if "?" not in uri and "?" in run_dir:  # the run's endpoint options hold for its checkpoints
+            uri += "?" + run_dir.partition("?")[2]
+        try:
+            fs, location = pafs.FileSystem.from_uri(uri)
+            with fs.open_input_file(location) as f:
+                return _read_samples(io.BytesIO(f.read()))
+        except (OSError, ValueError):
+            return None
     candidates = [Path(str(path)), Path(run_dir) / str(path)]
     for candidate in candidates:
         if candidate.is_file():
-            try:
-                with np.load(candidate, allow_pickle=False) as npz:
-                    return np.asarray(npz["images"], np.float32), [str(t) for t in npz["tasks"]]
-            except (OSError, ValueError, KeyError):
-                return None
+            return _read_samples(candidate)
     return None
+
+
+def _read_samples(source: Path | io.BytesIO) -> tuple[np.ndarray, list[str]] | None:
+    try:
+        with np.load(source, allow_pickle=False) as npz:
+            return np.asarray(npz["images"], np.float32), [str(t) for t in npz["tasks"]]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _tile(images: np.ndarray, max_side: int = 4) -> np.ndarray:
