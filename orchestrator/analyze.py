@@ -1,7 +1,7 @@
 """``python -m orchestrator.analyze RUN_DIR [RUN_DIR ...] [--out DIR] [--metric fid]``
 
 Answers "does sharing help, for which tasks, at which α and λ" from the Parquet results of one
-or more sweeps (schema version 1, see notes/CONTRACTS.md), and writes report.html (self-contained),
+or more sweeps (schema version 1, see the README), and writes report.html (self-contained),
 report.md, benefit.csv, configs.csv and the PNG figures to ``--out`` (default ``<first run>/report``).
 
 Decisions (the report repeats them):

@@ -1,6 +1,6 @@
 """The Parquet sink: a Tune callback on the driver that streams results into ``<run dir>/``.
 
-Layout and columns are schema version 1 of notes/CONTRACTS.md (also in the README):
+Layout and columns are schema version 1 (documented in the README):
 ``metrics/<trial_id>-<first_iter>-<last_iter>.parquet`` (one row per trial, iteration, task)
 and ``trials.parquet`` (one row per trial). Every file is written as ``.tmp-*`` and renamed, so
 a reader (pandas, pyarrow.dataset, DuckDB) sees whole files only, while the sweep runs.
