@@ -5,11 +5,13 @@ import os
 
 import numpy as np
 import pytest
+import scipy.linalg
 from PIL import Image
 
 from trainables.data import TaskSet, load_tasks
 from trainables.metrics import (
-    FEATURE_DIM, TaskMetrics, frechet_distance, grid_image, kernel_inception_distance, save_grid,
+    FEATURE_DIM, TaskMetrics, frechet_distance, grid_image, kernel_inception_distance,
+    precision_recall, save_grid,
 )
 
 FOUR_CLASSES = "digits:classes=0,1,2,3"
@@ -106,6 +108,86 @@ def test_kid_is_unbiased_near_zero_for_equal_gaussians() -> None:
     same = kernel_inception_distance(rng.normal(size=(400, 16)), rng.normal(size=(400, 16)))
     shifted = kernel_inception_distance(rng.normal(size=(400, 16)), rng.normal(0.5, 1, size=(400, 16)))
     assert abs(same) < 0.05 * shifted
+
+
+def test_frechet_distance_matches_scipy_sqrtm_for_non_commuting_covariances() -> None:
+    # Random full covariances do not commute, so a cross term built from the diagonals (or any
+    # shortcut valid only for S1 S2 = S2 S1) misses the reference by far more than the tolerance.
+    rng = np.random.default_rng(7)
+    d = 6
+    a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    cov_a, cov_b = a @ a.T + 0.1 * np.eye(d), b @ b.T + 0.1 * np.eye(d)
+    assert not np.allclose(cov_a @ cov_b, cov_b @ cov_a)
+    mu_a, mu_b = rng.normal(size=d), rng.normal(size=d)
+    cross = scipy.linalg.sqrtm(cov_a @ cov_b)
+    expected = (np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * np.trace(cross).real)
+    sqrt_a = np.real(scipy.linalg.sqrtm(cov_a))
+    assert frechet_distance(mu_a, sqrt_a, mu_b, cov_b) == pytest.approx(expected, rel=1e-7)
+    # The distance is symmetric in its two Gaussians.
+    sqrt_b = np.real(scipy.linalg.sqrtm(cov_b))
+    assert frechet_distance(mu_b, sqrt_b, mu_a, cov_a) == pytest.approx(expected, rel=1e-7)
+
+
+def _unbiased_mmd2_cubic_kernel(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, written as plain loops over index pairs."""
+    d = x.shape[1]
+
+    def kernel(p: np.ndarray, q: np.ndarray) -> float:
+        return (float(np.dot(p, q)) / d + 1) ** 3
+
+    m, n = len(x), len(y)
+    xx = sum(kernel(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(kernel(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(kernel(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kid_matches_a_brute_force_unbiased_mmd() -> None:
+    rng = np.random.default_rng(3)
+    # Unequal, small set sizes: a biased estimator (diagonal included) or swapped normalisers
+    # differ from the unbiased value by O(1/m), far beyond the tolerance.
+    ref, fake = rng.normal(size=(23, 5)), rng.normal(0.3, 1.2, size=(31, 5))
+    expected = _unbiased_mmd2_cubic_kernel(ref, fake)
+    assert kernel_inception_distance(ref, fake) == pytest.approx(expected, rel=1e-9)
+    # Same result when the reference's off-diagonal kernel sum is supplied precomputed.
+    d = ref.shape[1]
+    ref_sum = sum((float(ref[i] @ ref[j]) / d + 1) ** 3
+                  for i in range(len(ref)) for j in range(len(ref)) if i != j)
+    assert kernel_inception_distance(ref, fake, ref_sum) == pytest.approx(expected, rel=1e-9)
+
+
+def test_precision_recall_of_a_collapsed_generator_and_of_an_over_spread_one() -> None:
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(200, 4))
+    collapsed = real[0] + 1e-3 * rng.normal(size=(200, 4))  # every sample near one real point
+    precision, recall = precision_recall(real, collapsed)
+    assert precision == 1.0  # all samples are realistic ...
+    assert recall <= 0.02  # ... but they cover (at most) the one real point they copy
+    # The reverse: a tight real set and a fake set that covers far more than it.
+    precision, recall = precision_recall(collapsed, real)
+    assert precision <= 0.02 and recall == 1.0
+    # A fake Gaussian three times wider than the real one: most samples fall outside the real
+    # manifold, yet its (large) k-NN balls cover nearly all of the real set.
+    wide = rng.normal(scale=3.0, size=(200, 4))
+    precision, recall = precision_recall(real, wide)
+    assert precision <= 0.3 and recall >= 0.85, (precision, recall)
+
+
+def test_precision_recall_use_the_kth_nearest_neighbour_radius_on_a_1d_toy() -> None:
+    # k = 3 with 4 points per set: each radius is the distance to the farthest other point.
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])  # radii 3, 2, 2, 3: balls [-3,3] [-1,3] [0,4] [0,6]
+    fake = np.array([[4.4], [6.2], [7.0], [8.0]])  # radii 3.6, 1.8, 2.6, 3.6: only 4.4's ball
+    #                                                 [0.8, 8.0] reaches real points (1, 2, 3)
+    # precision: only 4.4 lies in a real ball (3's, [0,6]; 6.2 misses it by 0.2) -> 1/4.
+    # recall: real 1, 2, 3 lie in 4.4's ball -> 3/4. With the (k-1)-th neighbour instead,
+    # 4.4's radius would be 2.6 (ball [1.8, 7.0]) and recall 2/4.
+    assert precision_recall(real, fake, k=3) == (0.25, 0.75)
+    # Roles exchanged: precision now uses the fake set's balls (the ref argument's radii).
+    assert precision_recall(fake, real, k=3) == (0.75, 0.25)
+    # k = 1: nearest-neighbour radii 1, 1, 1, 1 (real) and 1.8, 0.8, 0.8, 1.0 (fake):
+    # no fake point within 1 of a real one; real 3 within 1.8 of 4.4 -> recall 1/4.
+    assert precision_recall(real, fake, k=1) == (0.0, 0.25)
 
 
 def test_cache_is_reused_and_keyed_by_the_data(tmp_path, monkeypatch) -> None:
