@@ -9,7 +9,7 @@ import torch
 
 from trainables.config import GANConfig
 from trainables.data import load_tasks
-from trainables.model import generator_loss
+from trainables.model import discriminator_loss, generator_loss
 from trainables.train import DivergenceError, MultiTaskGAN
 
 DATA = "digits:classes=0,1,2,3"
@@ -77,13 +77,37 @@ def test_hard_sharing_uses_one_tensor_for_all_tasks(tasks):
     assert [layer.weight.shape[0] for layer in gan.D.layers] == [tasks.n_tasks, tasks.n_tasks, 1]
 
 
-def test_lambda_zero_freezes_that_task(tasks):
+def test_lambda_zero_freezes_that_task_in_both_networks(tasks):
     gan = make(tasks, mode="independent", lambdas=(0.0, 1.0, 1.0, 1.0))
-    before = gan.G.layers[2].weight.detach().clone()
+    before = params(gan)
     gan.train(10)
-    after = gan.G.layers[2].weight.detach()
-    assert torch.equal(before[0], after[0])
-    assert not torch.equal(before[1], after[1])
+    after = params(gan)
+    for name in ("G.layers.2.weight", "D.layers.0.weight", "D.layers.2.weight"):
+        assert torch.equal(before[name][0], after[name][0]), name
+        assert not torch.equal(before[name][1], after[name][1]), name
+
+
+def test_lambda_scales_each_tasks_gradient(tasks):
+    grads = {}
+    for lam in (1.0, 3.0):
+        gan = make(tasks, mode="independent", lambdas=(lam, 1.0, 1.0, 1.0))
+        real = gan._real_batch()
+        fake = gan.G(gan._noise()).detach()
+        d_loss = discriminator_loss("nonsaturating", gan.D(real)[..., 0], gan.D(fake)[..., 0])
+        (gan.lambdas * d_loss).sum().backward()
+        grads[lam] = gan.D.layers[0].weight.grad.clone()
+    torch.testing.assert_close(grads[3.0][0], 3 * grads[1.0][0])
+    torch.testing.assert_close(grads[3.0][1], grads[1.0][1])
+
+
+def test_shared_representation_is_the_mean_in_every_soft_layer(tasks):
+    gan = make(tasks, mode="soft", alpha=0.3)
+    gan.train(20)
+    soft_layers = gan.G.soft_layers() + gan.D.soft_layers()
+    assert len(soft_layers) == gan.config.share_g + gan.config.share_d
+    for layer in soft_layers:
+        torch.testing.assert_close(layer.shared_weight, layer.weight.mean(0, keepdim=True))
+        torch.testing.assert_close(layer.shared_bias, layer.bias.mean(0, keepdim=True))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -104,6 +128,30 @@ def test_invalid_lambda_alpha_mode_rejected(tasks, bad, message):
 def test_unknown_config_key_rejected():
     with pytest.raises(ValueError, match="unknown config key.*alpah"):
         GANConfig.from_dict({"alpah": 1.0})
+
+
+def test_gan_loss_values_and_gradient_directions():
+    real = torch.tensor([[-2.0, 0.5, 3.0]])
+    fake = torch.tensor([[-1.0, 0.0, 2.0]])
+    sig = torch.sigmoid
+    expected_g = {"minimax": torch.log(1 - sig(fake)).mean(), "nonsaturating": -torch.log(sig(fake)).mean(),
+                  "hinge": -fake.mean()}
+    for kind, value in expected_g.items():
+        torch.testing.assert_close(generator_loss(kind, fake)[0], value)
+    expected_d = {"nonsaturating": (-torch.log(sig(real)) - torch.log(1 - sig(fake))).mean(),
+                  "hinge": (torch.relu(1 - real) + torch.relu(1 + fake)).mean()}
+    expected_d["minimax"] = expected_d["nonsaturating"]
+    for kind, value in expected_d.items():
+        torch.testing.assert_close(discriminator_loss(kind, real, fake)[0], value)
+    # G wants D(G(z)) up; D wants real logits up and fake logits down.
+    for kind in ("minimax", "nonsaturating", "hinge"):
+        r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
+        (g_grad,) = torch.autograd.grad(generator_loss(kind, f).sum(), f)
+        assert (g_grad < 0).all(), kind
+        d_real, d_fake = torch.autograd.grad(discriminator_loss(kind, r, f).sum(), (r, f))
+        # (hinge is flat where the margin is met, so "never the wrong way, sometimes the right way")
+        assert (d_real <= 0).all() and (d_real < 0).any(), kind
+        assert (d_fake >= 0).all() and (d_fake > 0).any(), kind
 
 
 def test_minimax_generator_loss_saturates_nonsaturating_does_not():
@@ -143,15 +191,29 @@ def test_checkpoint_of_other_config_rejected(tasks):
         make(tasks, alpha=0.6).load_state_dict(state)
 
 
-def test_non_finite_parameter_raises_divergence_naming_step_and_task(tasks):
-    gan = make(tasks, mode="independent")
+@pytest.mark.parametrize("mode", ["independent", "soft", "hard"])
+def test_non_finite_parameter_raises_divergence_naming_step_and_task(tasks, mode):
+    gan = make(tasks, mode=mode)
     gan.train(3)
-    with torch.no_grad():
+    with torch.no_grad():  # D's first layer is task 2's own in every mode
         gan.D.layers[0].weight[2, 0, 0] = float("nan")
     with pytest.raises(DivergenceError) as info:
         gan.train(5)
+    # Through shared layers the NaN reaches every task; the error names where it started.
     assert info.value.task == tasks.names[2]
-    assert info.value.step == 4  # the first step after the poisoning produces the NaN loss
+    assert info.value.what == "discriminator loss"
+    assert info.value.step == 4  # the first step after the poisoning
+
+
+def test_metrics_use_the_uncapped_tasks_whatever_samples_per_task(tasks):
+    capped = MultiTaskGAN(GANConfig(data=DATA, samples_per_task=10, eval_samples=50))
+    assert all(len(t.train) == 10 for t in capped.tasks.tasks)
+    reference = capped.reference_tasks()
+    assert reference.fingerprint() == tasks.fingerprint()
+    for small, full in zip(capped.tasks.tasks, reference.tasks):
+        np.testing.assert_array_equal(small.test, full.test)
+    capped.evaluate()
+    assert capped._metrics.taskset is reference
 
 
 def test_samples_shape_range_and_fixed_evaluation_noise(tasks):

@@ -37,11 +37,16 @@ class MultiTaskGAN:
     """n GANs (G_i, D_i) trained together, with optional sharing through S."""
 
     def __init__(self, config: GANConfig, tasks: TaskSet | None = None, device: str | torch.device = "cpu",
-                 metrics_cache_dir: str | None = None) -> None:
+                 metrics_cache_dir: str | None = None, reference_tasks: TaskSet | None = None) -> None:
+        """``tasks`` are the training data (loaded from ``config`` when None). ``reference_tasks``
+        are what quality is measured against: the same tasks without the ``samples_per_task``
+        cap (loaded when None), so runs with different caps share one metric classifier and
+        one yardstick, and the held-out split stays the one fixed split per task."""
         self.config = config
         self.device = torch.device(device)
         self.tasks = tasks if tasks is not None else load_tasks(
             config.data, samples_per_task=config.samples_per_task, test_fraction=config.test_fraction)
+        self._reference_tasks = reference_tasks
         n = self.tasks.n_tasks
         self.lambdas = torch.tensor(config.task_lambdas(n), dtype=torch.float32, device=self.device)
         self.image_shape = self.tasks.image_shape
@@ -120,17 +125,19 @@ class MultiTaskGAN:
         first_step = self.step
         for k in range(steps):
             g, d = self.train_step()
-            losses[k, 0] = g
-            losses[k, 1] = d
+            # In execution order (D updates first), so the first non-finite entry is the origin:
+            # through shared layers a NaN spreads to every task's later losses.
+            losses[k, 0] = d
+            losses[k, 1] = g
         losses = losses.cpu()
         bad = ~torch.isfinite(losses)
         if bad.any():
             k, which, task = (int(v) for v in bad.nonzero()[0])
             raise DivergenceError(first_step + k + 1, self.tasks.names[task],
-                                  ("generator" if which == 0 else "discriminator") + " loss")
+                                  ("discriminator" if which == 0 else "generator") + " loss")
         self._check_parameters()
         mean = losses.mean(0).numpy().astype(np.float64)
-        return {"g_loss": mean[0], "d_loss": mean[1]}
+        return {"g_loss": mean[1], "d_loss": mean[0]}
 
     def _check_parameters(self) -> None:
         for net_name, net in (("generator", self.G), ("discriminator", self.D)):
@@ -154,8 +161,16 @@ class MultiTaskGAN:
         """Per-task quality of ``eval_samples`` generated images against the held-out split."""
         if self._metrics is None:
             from trainables.metrics import TaskMetrics  # built lazily: it trains/loads a classifier
-            self._metrics = TaskMetrics(self.tasks, cache_dir=self._metrics_cache_dir, device=str(self.device))
+            self._metrics = TaskMetrics(self.reference_tasks(), cache_dir=self._metrics_cache_dir,
+                                        device=str(self.device))
         return self._metrics.evaluate(self.sample(self.config.eval_samples))
+
+    def reference_tasks(self) -> TaskSet:
+        """The uncapped tasks that metrics are computed against (see __init__)."""
+        if self._reference_tasks is None:
+            self._reference_tasks = self.tasks if self.config.samples_per_task is None else load_tasks(
+                self.config.data, samples_per_task=None, test_fraction=self.config.test_fraction)
+        return self._reference_tasks
 
     @torch.no_grad()
     def sharing_spread(self) -> float:

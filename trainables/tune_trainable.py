@@ -15,6 +15,7 @@ TERMINATED for Tune (not retried) and ``diverged`` in trials.parquet.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -133,7 +134,8 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
              "cpus": cpus, "gpus": gpus, "device": device}
 
     gan = MultiTaskGAN(gan_cfg, tasks=_tasks_for(gan_cfg), device=device,
-                       metrics_cache_dir=os.environ.get("MTGAN_CACHE"))
+                       metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
+                       reference_tasks=_tasks_for(dataclasses.replace(gan_cfg, samples_per_task=None)))
     done, spent, last_losses = _restore(gan)
     if done >= iterations and last_losses is not None:
         # Restored from a final checkpoint (PBT cloned a finished trial, or the driver died
