@@ -10,9 +10,14 @@ Decisions (the report repeats them):
   shared − baseline for precision/recall/accuracy.
 * Pairing: a shared trial (mode soft/hard) is paired with the independent trial of equal
   ``baseline_key`` (same seed, data and ordinary knobs; pooled run directories may pair with
-  each other). Both are compared at the last iteration BOTH reached with a finite metric on all
-  their tasks, so early-stopped (ASHA) and still-running trials are compared fairly.
+  each other). All pairs of one configuration are compared at one iteration: the last that all
+  of them reached (both trials with a finite metric on all their tasks). Under ASHA, seeds of a
+  configuration stop at different rungs; comparing each pair at its own last iteration would
+  mix iterations (early pairs at FID in the hundreds dominate), and dropping the early-stopped
+  seeds would keep ASHA's survivors. configs.csv gives each configuration's ``iteration``.
   If several usable independent trials share a key, the one with most iterations is used.
+* PBT (sweep.json ``spec.scheduler == "pbt"``): exploit copies weights and α across seeds, so
+  pairs are not independent; the report and headline say so and give no verdicts.
 * Excluded from the paired statistics, and counted in the report: diverged and ERROR trials,
   trials with no metrics yet (PENDING), shared trials whose key has no (usable) independent
   trial, pairs with no common iteration. Divergence is a cost of sharing, so it is also shown
@@ -21,12 +26,20 @@ Decisions (the report repeats them):
   baseline at the last iteration both reached; their number is reported. Files whose names start
   with "." or "_" (the writer's ``.tmp-*`` files) are ignored.
 * Statistics per (configuration, task): mean paired benefit over seeds with a 95% percentile
-  bootstrap CI (expanded for small n, see orchestrator/stats.py); negative transfer = CI
-  entirely below 0. One seed gives a point estimate, labelled as such.
-* The best configuration is the one with the highest mean ΔMTL among configurations that kept
-  at least half as many pairs as the best-covered one (a configuration that lost most seeds to
-  divergence cannot win on its survivors). Its CI is optimistic (selected as the best of many);
-  the pooled benefit over all shared configurations is given next to it.
+  bootstrap CI (expanded for small n, see orchestrator/stats.py). One seed gives a point
+  estimate, labelled as such.
+* Headline verdicts (gain / NEGATIVE TRANSFER) are made only on estimates without selection:
+  all shared configurations pooled, and each mode (soft / hard) pooled, with simultaneous 95%
+  intervals (Student t over seeds, Bonferroni over tasks × groups; see headline_verdicts).
+  benefit.csv's benefit/ci_low/ci_high are the pooled row of those (n_pairs: pairs pooled);
+  best_alpha/best_mode name the exploratory best configuration (α = inf for hard sharing,
+  the α → ∞ limit; the Parquet records 0 there).
+* The best configuration (exploratory) is the one with the highest mean ΔMTL among
+  configurations with at least 90% as many pairs as the best-covered one (a configuration that
+  lost seeds to divergence cannot win on its survivors); its interval is optimistic (selected
+  on the same seeds) and it gets no verdict.
+* ΔMTL on kid divides by the task's median independent kid, not the pair's own (~0 or negative
+  for the unbiased estimator).
 
 Exit code 2 with one line on stderr for bad input (missing path, foreign directory, unknown
 schema version, no baseline arm, everything diverged, unknown metric), before anything is written.
@@ -34,6 +47,7 @@ schema version, no baseline arm, everything diverged, unknown metric), before an
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -53,6 +67,8 @@ from orchestrator import stats
 
 EXCLUDED_STATUSES = ("diverged", "ERROR")
 SWEEP_HINT = "python -m orchestrator.sweep"
+BEST_MIN_COVERAGE = 0.9  # share of the best-covered configuration's pairs a "best" candidate must have
+NO_VERDICT_PBT = "no verdict (PBT)"
 KNOB_COLUMNS = ("data", "samples_per_task", "width", "z_dim", "lr", "batch_size", "gan_loss", "eval_samples",
                "steps_per_iteration")
 
@@ -74,6 +90,7 @@ class RunData:
     values: np.ndarray
     orphan_metric_rows: int = 0
     load_seconds: float = 0.0
+    schedulers: list[str | None] = field(default_factory=list)  # per run: sweep.json spec.scheduler
 
 
 @dataclass
@@ -85,8 +102,8 @@ class Analysis:
     relative: np.ndarray           # (P, K) relative benefit in percent
     dmtl: np.ndarray               # (P,) ΔMTL per pair
     configs: pd.DataFrame          # one row per shared configuration, with stats
-    best_config: str
-    best_table: pd.DataFrame       # benefit.csv
+    best_config: str               # exploratory: the highest mean ΔMTL, selected on the same seeds
+    best_table: pd.DataFrame       # benefit.csv: pooled benefit + family-wise CI, best config's α/mode
     pooled: pd.DataFrame           # per task + ΔMTL, over all shared configurations
     by_mode: pd.DataFrame          # per mode and task
     excluded: pd.DataFrame         # reason, shared, independent
@@ -94,6 +111,9 @@ class Analysis:
     divergence: pd.DataFrame       # per configuration incl. the baseline
     usable: np.ndarray             # (T,) bool
     last_iter: np.ndarray          # (T,) index of the last valid iteration, -1 if none
+    verdicts: pd.DataFrame         # the headline's verdicts: see headline_verdicts
+    n_eligible: int                # configurations the best was chosen among
+    pbt_runs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stat_seconds: float = 0.0
 
@@ -177,6 +197,19 @@ def _read_trials(run_dir: Path | str) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def read_scheduler(run_dir: Path | str) -> str | None:
+    """The Tune scheduler a run used (sweep.json's spec.scheduler: fifo | asha | pbt), None if unknown."""
+    fs, root = run_location(run_dir)
+    try:
+        with fs.open_input_stream(f"{root}/sweep.json") as f:
+            record = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    spec = record.get("spec") if isinstance(record, dict) else None
+    scheduler = spec.get("scheduler") if isinstance(spec, dict) else None
+    return str(scheduler) if scheduler else None
+
+
 def _read_metrics(run_dir: Path | str, metric: str) -> pa.Table:
     metrics_dir = _uri_child(run_dir, "metrics")
     fs, root = run_location(run_dir)
@@ -257,7 +290,8 @@ def load_runs(run_dirs: list[Path | str], metric: str) -> RunData:
         raise AnalysisError(f"metric {metric!r} has no values in {', '.join(map(str, run_dirs))} "
                             f"(e.g. accuracy needs labelled tasks); choose another --metric")
     return RunData(run_dirs=run_dirs, metric=metric, trials=trials, tasks=tasks, iterations=iterations,
-                   values=values, orphan_metric_rows=orphans, load_seconds=time.perf_counter() - started)
+                   values=values, orphan_metric_rows=orphans, load_seconds=time.perf_counter() - started,
+                   schedulers=[read_scheduler(r) for r in run_dirs])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,31 +380,48 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     shared_paired = shared_idx[has_partner]
     base_paired = partner[has_partner].astype(np.int64)
     common = valid[shared_paired] & valid[base_paired]
-    common_last = last_true(common)
-    ok = common_last >= 0
+    pair_last = last_true(common)
+    ok = pair_last >= 0
     no_common = int((~ok).sum())
-    shared_paired, base_paired, common_last = shared_paired[ok], base_paired[ok], common_last[ok]
+    shared_paired, base_paired, common, pair_last = shared_paired[ok], base_paired[ok], common[ok], pair_last[ok]
     if len(shared_paired) == 0:
         raise AnalysisError(f"no shared trial in {_runs(data)} has a usable independent trial with the same "
                             f"baseline_key (seed and knobs); rerun `{SWEEP_HINT}` with the independent arm for "
                             f"the same seeds")
 
+    config_ids = trials["config_id"].astype(str).to_numpy()
+    shared_configs = pd.Index(pd.unique(config_ids[~is_base]))
+    n_cfg = len(shared_configs)
+    pair_config = shared_configs.get_indexer(config_ids[shared_paired])
+    # All pairs of a configuration are compared at one iteration, the last that all of them reached.
+    # Under ASHA the seeds of a configuration stop at different rungs: mixing iterations lets a few
+    # iteration-1 pairs (FID in the hundreds) dominate the mean, and keeping only the seeds ASHA let
+    # go on would judge the configuration on the survivors of ASHA's own selection.
+    config_cap = np.full(n_cfg, np.iinfo(np.int64).max)
+    np.minimum.at(config_cap, pair_config, pair_last)
+    capped = common & (np.arange(common.shape[1]) <= config_cap[pair_config][:, None])
+    common_last = last_true(capped)
+    ok = common_last >= 0  # False only with holes in the curves: nothing in common with the others
+    off_config = int((~ok).sum())
+    moved_back = int((ok & (common_last < pair_last)).sum())
+    shared_paired, base_paired, pair_config, common_last = (shared_paired[ok], base_paired[ok], pair_config[ok],
+                                                            common_last[ok])
+
     m_shared = values[shared_paired, common_last]  # (P, K)
     m_base = values[base_paired, common_last]
     benefit = stats.paired_benefit(m_shared, m_base, metric)
-    relative = stats.relative_benefit_pct(m_shared, m_base, metric)
+    relative_scale = None
+    if metric in stats.UNSTABLE_RELATIVE:  # per-task median of the usable baselines at their last iteration
+        relative_scale = pd.DataFrame(values[base_idx, last_iter[base_idx]]).median().to_numpy(float)
+    relative = stats.relative_benefit_pct(m_shared, m_base, metric, relative_scale)
     dmtl = stats.nanmean_rows(relative)
 
-    config_ids = trials["config_id"].astype(str).to_numpy()
-    shared_configs = pd.Index(pd.unique(config_ids[~is_base]))
-    pair_config = shared_configs.get_indexer(config_ids[shared_paired])
     pairs = pd.DataFrame({
         "shared": shared_paired, "base": base_paired, "config": pair_config,
         "config_id": config_ids[shared_paired], "seed": trials["seed"].to_numpy()[shared_paired]
         if "seed" in trials else np.nan,
         "iteration": data.iterations[common_last], "dmtl": dmtl,
     })
-    n_cfg = len(shared_configs)
     per_config = stats.clustered_bootstrap(np.column_stack([benefit, dmtl]), pair_config, base_paired, n_cfg,
                                            resamples=resamples, seed=rng_seed)
 
@@ -384,15 +435,22 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     def per_config_count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(trial_config[in_shared & mask], minlength=n_cfg)
 
+    first_mode = first["mode"].astype(str).to_numpy()
+    alpha = pd.to_numeric(first["alpha"], errors="coerce").to_numpy(float) if "alpha" in first else np.full(n_cfg, np.nan)
+    n_cfg_trials = per_config_count(np.ones(n_trials, bool))
+    n_cfg_diverged = per_config_count(status == "diverged")
+    has_cap = config_cap < len(data.iterations)
     configs = pd.DataFrame({
         "config_id": shared_configs.to_numpy(),
         "label": [config_label(row, tasks, varying) for row in first.to_dict("records")],
-        "mode": first["mode"].to_numpy(),
-        "alpha": pd.to_numeric(first["alpha"], errors="coerce").to_numpy() if "alpha" in first else np.nan,
-        "n_trials": per_config_count(np.ones(n_trials, bool)),
+        "mode": first_mode,
+        "alpha": np.where(first_mode == "hard", np.inf, alpha),  # hard sharing is the α → ∞ limit
+        "n_trials": n_cfg_trials,
         "n_pairs": per_config["n"],
-        "n_diverged": per_config_count(status == "diverged"),
+        "n_diverged": n_cfg_diverged,
         "n_error": per_config_count(status == "ERROR"),
+        "diverged_rate": n_cfg_diverged / np.maximum(n_cfg_trials, 1),
+        "iteration": np.where(has_cap, data.iterations[np.where(has_cap, config_cap, 0)], np.nan),
         "dmtl": per_config["mean"][:, -1], "dmtl_lo": per_config["lo"][:, -1], "dmtl_hi": per_config["hi"][:, -1],
     })
     for t in tasks:
@@ -404,7 +462,9 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
         configs[f"hi_{t}"] = per_config["hi"][:, k]
     for knob in varying:
         configs[knob] = first[knob].to_numpy()
-    eligible = (configs["n_pairs"] >= max(1, math.ceil(configs["n_pairs"].max() / 2))) & configs["dmtl"].notna()
+    # a configuration that lost seeds to divergence cannot win on its survivors
+    min_pairs = max(1, math.ceil(BEST_MIN_COVERAGE * configs["n_pairs"].max()))
+    eligible = (configs["n_pairs"] >= min_pairs) & configs["dmtl"].notna()
     if not eligible.any():
         eligible = configs["n_pairs"] > 0
     ranked = configs[eligible].sort_values("dmtl", ascending=False, na_position="last")
@@ -412,16 +472,6 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     configs = configs.sort_values(["dmtl", "n_pairs"], ascending=[False, False], na_position="last")
     configs = configs.reset_index(drop=True)
     best = configs[configs["config_id"] == best_config].iloc[0]
-
-    best_table = pd.DataFrame({
-        "task": tasks,
-        "benefit": [best[f"benefit_{t}"] for t in tasks],
-        "ci_low": [best[f"lo_{t}"] for t in tasks],
-        "ci_high": [best[f"hi_{t}"] for t in tasks],
-        "n_pairs": int(best["n_pairs"]),
-        "best_alpha": best["alpha"],
-        "best_mode": best["mode"],
-    })
 
     # pooled over all shared configurations, clustered by baseline trial (pairs of one seed share it)
     pooled_stats = stats.clustered_bootstrap(np.column_stack([benefit, dmtl]), np.zeros(len(benefit), np.int64),
@@ -432,6 +482,18 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     mode_stats = stats.clustered_bootstrap(np.column_stack([benefit, dmtl]), modes.get_indexer(pair_mode),
                                            base_paired, len(modes), resamples=resamples, seed=rng_seed + 2)
     by_mode = _summary_frame(list(modes), tasks, mode_stats)
+    pbt_runs = [str(r) for r, s in zip(data.run_dirs, data.schedulers) if s == "pbt"]
+    verdicts = headline_verdicts(benefit, pair_mode, base_paired, tasks, pbt=bool(pbt_runs))
+
+    best_table = pd.DataFrame({
+        "task": tasks,
+        "benefit": verdicts["benefit"].to_numpy()[:len(tasks)],  # the "all shared" rows come first
+        "ci_low": verdicts["ci_low"].to_numpy()[:len(tasks)],
+        "ci_high": verdicts["ci_high"].to_numpy()[:len(tasks)],
+        "n_pairs": np.isfinite(benefit).sum(0),
+        "best_alpha": best["alpha"],
+        "best_mode": best["mode"],
+    })
 
     # exclusions and statuses
     def count(mask: np.ndarray) -> tuple[int, int]:
@@ -448,6 +510,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
         ("unpaired: no independent trial with the same baseline_key", *count(shared_unpaired_nokey)),
         ("unpaired: its independent trial diverged/errored/has no metrics", *count(shared_unpaired_badbase)),
         ("no iteration reached by both trials of the pair", no_common, 0),
+        ("no valid iteration at or before its configuration's common iteration", off_config, 0),
         ("duplicate independent trial for a baseline_key (not used)", 0, duplicate_bases),
     ]
     excluded = pd.DataFrame(excluded_rows, columns=["reason", "shared", "independent"])
@@ -465,18 +528,58 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     divergence["diverged_rate"] = divergence["n_diverged"] / divergence["n_trials"].clip(lower=1)
 
     notes = []
+    if pbt_runs:
+        notes.append(f"PBT run(s) {', '.join(pbt_runs)}: exploit copies the weights (and α) of the best trials "
+                     f"into others across seeds, so a shared trial and the independent trial of its seed are not "
+                     f"an independent pair. The results describe the population; the intervals are descriptive, "
+                     f"not valid confidence intervals, and no gain/negative-transfer verdict is given.")
+    if moved_back:
+        notes.append(f"{moved_back} pair(s) were compared before their own last common iteration, at their "
+                     f"configuration's common iteration (the last one all its pairs reached: under ASHA, and "
+                     f"for RUNNING trials, seeds stop at different iterations; see configs.csv 'iteration').")
     running = int((status == "RUNNING").sum())
     if running:
-        notes.append(f"{running} trial(s) were still RUNNING: their metrics so far are used, each compared "
-                     f"with its baseline at the last iteration both reached.")
+        notes.append(f"{running} trial(s) were still RUNNING: their metrics so far are used, and their "
+                     f"configuration is compared at the last iteration all its pairs reached.")
+    if relative_scale is not None:
+        notes.append(f"ΔMTL on {metric}: the unbiased {metric} of one trial can be ~0 or negative, so each task's "
+                     f"benefit is divided by that task's median independent {metric} over all "
+                     f"{len(base_idx)} usable baseline trials (at their last iteration), not by the pair's own "
+                     f"baseline; a task whose median is <= 0 drops out of ΔMTL.")
     if data.orphan_metric_rows:
         notes.append(f"{data.orphan_metric_rows} metric row(s) belong to no trial in trials.parquet (a trial "
                      f"the writer had not recorded yet) and were ignored.")
     return Analysis(data=data, resamples=resamples, pairs=pairs, benefit=benefit, relative=relative, dmtl=dmtl,
                     configs=configs, best_config=best_config, best_table=best_table, pooled=pooled,
                     by_mode=by_mode, excluded=excluded, status_counts=status_counts, divergence=divergence,
-                    usable=usable, last_iter=last_iter, notes=notes,
-                    stat_seconds=time.perf_counter() - started)
+                    usable=usable, last_iter=last_iter, verdicts=verdicts, n_eligible=int(eligible.sum()),
+                    pbt_runs=pbt_runs, notes=notes, stat_seconds=time.perf_counter() - started)
+
+
+def headline_verdicts(benefit: np.ndarray, pair_mode: np.ndarray, cluster: np.ndarray, tasks: list[str],
+                      pbt: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """Gain / loss verdicts per task made without selection, with family-wise error control.
+
+    Groups: all shared configurations pooled, and each sharing mode pooled when there are several.
+    Units: seeds (pairs averaged within their baseline trial). Interval: Student-t at level
+    ``1 - (1 - level) / m`` with m = tasks × groups (Bonferroni), so that the chance of any false
+    verdict in the headline is <= 1 - level. Returns one row per (group, task), "all shared" first:
+    group, task, benefit, ci_low, ci_high, n (seeds), m, verdict."""
+    modes = sorted(pd.unique(pair_mode))
+    names = ["all shared"] + (modes if len(modes) > 1 else [])
+    rows = [np.arange(len(benefit))] + [np.flatnonzero(pair_mode == m) for m in names[1:]]
+    group = np.concatenate([np.full(len(r), g) for g, r in enumerate(rows)])
+    pick = np.concatenate(rows)
+    units, unit_group = stats.cluster_units(benefit[pick], group, cluster[pick])
+    family = len(tasks) * len(names)
+    res = stats.t_interval(units, unit_group, len(names), level=1.0 - (1.0 - level) / family)
+    frame = pd.DataFrame({
+        "group": np.repeat(names, len(tasks)), "task": np.tile(tasks, len(names)),
+        "benefit": res["mean"].ravel(), "ci_low": res["lo"].ravel(), "ci_high": res["hi"].ravel(),
+        "n": np.repeat(res["n"], len(tasks)), "m": family})
+    frame["verdict"] = [NO_VERDICT_PBT if pbt else verdict(lo, hi, n)
+                        for lo, hi, n in zip(frame["ci_low"], frame["ci_high"], frame["n"])]
+    return frame
 
 
 def _all_failed(trials: pd.DataFrame, run_dirs: list[Path | str]) -> AnalysisError:
@@ -525,31 +628,62 @@ def fmt_ci(mean: float, lo: float, hi: float, n: int, digits: int = 3) -> str:
 
 
 def headline(result: Analysis) -> list[str]:
-    """The few lines printed to the terminal and shown at the top of the report."""
+    """The few lines printed to the terminal and shown at the top of the report.
+
+    Verdicts (gain / NEGATIVE TRANSFER) come only from estimates without selection (all shared
+    configurations pooled, and each mode pooled) with family-wise intervals; the best
+    configuration is shown as exploratory, without a verdict."""
     metric = result.metric
     better = "lower" if metric in stats.LOWER_IS_BETTER else "higher"
-    best = result.configs[result.configs["config_id"] == result.best_config].iloc[0]
-    n = int(best["n_pairs"])
+    configs = result.configs
     lines = [f"Metric {metric} ({better} is better); benefit > 0 means sharing helped."]
-    lines.append(f"Best shared configuration: {best['label']} — ΔMTL (%) {fmt_ci(best['dmtl'], best['dmtl_lo'], best['dmtl_hi'], n)}"
-                 f" over {n} seeds (pairs).")
-    groups: dict[str, list[str]] = {"gain": [], "loss": [], "unclear": [], "point estimate": []}
-    for row in result.best_table.itertuples():
-        ci = f" [{row.ci_low:+.3g}, {row.ci_high:+.3g}]" if n >= 2 and np.isfinite(row.ci_low) else ""
-        groups[verdict(row.ci_low, row.ci_high, n)].append(f"{row.task} {row.benefit:+.3g}{ci}")
-    if groups["gain"]:
-        lines.append("  gain (95% CI above 0): " + "; ".join(groups["gain"]))
-    if groups["loss"]:
-        lines.append("  NEGATIVE TRANSFER (95% CI below 0): " + "; ".join(groups["loss"]))
-    if groups["unclear"]:
-        lines.append("  unclear (CI spans 0): " + "; ".join(groups["unclear"]))
-    if groups["point estimate"]:
-        lines.append("  point estimates (1 seed, no CI): " + "; ".join(groups["point estimate"]))
-    if 2 <= n < 5:
-        lines.append(f"  only {n} seeds: the intervals are rough (bootstrap CIs need >= 5 seeds to reach ~95% coverage).")
+    v = result.verdicts
+    groups = list(dict.fromkeys(v["group"]))
+    seeds = int(v["n"].iloc[0])
+    scope = f"all {len(configs)} shared configurations pooled" + (
+        f", and each mode pooled: {', '.join(groups[1:])}" if len(groups) > 1 else "")
+    if result.pbt_runs:
+        lines.append(f"PBT: exploit copies weights between seeds, so pairs are not independent: population "
+                     f"estimates ({scope}, {seeds} seeds), no verdicts; intervals not valid.")
+    elif seeds < 2:
+        lines.append(f"Point estimates ({scope}; 1 seed, no interval, no verdict):")
+    else:
+        rough = f"; only {seeds} seeds, rough" if seeds < 5 else ""
+        lines.append(f"Verdicts without selection ({scope}); simultaneous 95% intervals (Student t over "
+                     f"{seeds} seeds, Bonferroni over {int(v['m'].iloc[0])} task×group tests{rough}):")
+    shown = {"gain": "gain", "loss": "NEGATIVE TRANSFER", "unclear": "unclear (interval spans 0)",
+             "point estimate": "point estimates", NO_VERDICT_PBT: "estimates"}
+    for kind, title in shown.items():
+        sel = v[v["verdict"] == kind]
+        if sel.empty:
+            continue
+        parts = []
+        for group in groups:
+            rows = sel[sel["group"] == group]
+            if rows.empty:
+                continue
+            if kind == "unclear":
+                items = ", ".join(rows["task"])
+            else:
+                items = ", ".join(f"{r.task} {r.benefit:+.3g}" + (f" [{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
+                                                                   if np.isfinite(r.ci_low) else "")
+                                  for r in rows.itertuples())
+            parts.append(f"{group}: {items}")
+        lines.append(f"  {title}: " + "; ".join(parts))
     pooled = result.pooled[result.pooled["task"] == "ΔMTL %"].iloc[0]
-    lines.append(f"All {len(result.configs)} shared configurations pooled: ΔMTL (%) "
-                 f"{fmt_ci(pooled['benefit'], pooled['ci_low'], pooled['ci_high'], int(pooled['n']))}.")
+    lines.append(f"All {len(configs)} shared configurations pooled: ΔMTL (%) "
+                 f"{fmt_ci(pooled['benefit'], pooled['ci_low'], pooled['ci_high'], int(pooled['n']))} "
+                 f"(95% bootstrap CI).")
+    best = configs[configs["config_id"] == result.best_config].iloc[0]
+    n = int(best["n_pairs"])
+    lines.append(f"Best configuration (exploratory: chosen as the best of {result.n_eligible} on the same seeds; "
+                 f"its interval is optimistic; no verdict): {best['label']} — ΔMTL (%) "
+                 f"{fmt_ci(best['dmtl'], best['dmtl_lo'], best['dmtl_hi'], n)} over {n} seeds, diverged "
+                 f"{int(best['n_diverged'])}/{int(best['n_trials'])}.")
+    if "asha" in result.data.schedulers:
+        early = int((configs["iteration"] < result.data.iterations[-1]).sum())
+        lines.append(f"ASHA: each configuration is compared at the last iteration all its seeds reached "
+                     f"({early} of {len(configs)} before iteration {int(result.data.iterations[-1])}).")
     div = result.divergence
     shared_div = int(div["n_diverged"].iloc[1:].sum())
     shared_n = int(div["n_trials"].iloc[1:].sum())

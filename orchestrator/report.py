@@ -2,8 +2,9 @@
 
 ``write_report`` writes into ``out``: report.html (self-contained: figures embedded as base64
 PNG, inline CSS, no external links), report.md (the same tables; figures as the PNG files next
-to it), benefit.csv (one row per task for the best shared configuration), configs.csv (every
-shared configuration with its statistics) and the PNG figures.
+to it), benefit.csv (one row per task: the benefit pooled over all shared configurations with
+the family-wise interval the headline's verdict uses, and the α/mode of the exploratory best
+configuration), configs.csv (every shared configuration with its statistics) and the PNG figures.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pandas as pd  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
 from orchestrator import stats  # noqa: E402
-from orchestrator.analyze import Analysis, fmt_ci, headline, verdict  # noqa: E402
+from orchestrator.analyze import BEST_MIN_COVERAGE, NO_VERDICT_PBT, Analysis, fmt_ci, headline  # noqa: E402
 
 MODE_COLORS = {"independent": "#555555", "soft": "#1f77b4", "hard": "#d62728", "all shared": "#9467bd"}
 
@@ -67,15 +68,15 @@ def _better(metric: str) -> str:
 def fig_benefit(result: Analysis) -> Figure:
     """Forest plot: per-task benefit of the best configuration and of all shared configurations pooled."""
     tasks = result.tasks
-    best = result.best_table
+    best = result.configs[result.configs["config_id"] == result.best_config].iloc[0]
     pooled = result.pooled[result.pooled["task"].isin(tasks)]
+    best_ci = [np.array([best[f"{p}_{t}"] for t in tasks], float) for p in ("benefit", "lo", "hi")]
+    pooled_ci = [pooled[c].to_numpy(float) for c in ("benefit", "ci_low", "ci_high")]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(tasks) + 1.5))
     y = np.arange(len(tasks))
-    for offset, frame, label, color in ((-0.15, best, "best configuration", "#1f77b4"),
-                                         (0.15, pooled, "all shared configurations pooled", "#9467bd")):
-        mean = frame["benefit"].to_numpy(float)
-        lo = frame["ci_low"].to_numpy(float)
-        hi = frame["ci_high"].to_numpy(float)
+    for offset, (mean, lo, hi), label, color in (
+            (-0.15, best_ci, "best configuration (exploratory, optimistic)", "#1f77b4"),
+            (0.15, pooled_ci, "all shared configurations pooled", "#9467bd")):
         err = np.vstack([mean - lo, hi - mean])
         err = np.where(np.isfinite(err), err, 0.0)
         ax.errorbar(mean, y + offset, xerr=err, fmt="o", color=color, capsize=3, label=label)
@@ -86,7 +87,8 @@ def fig_benefit(result: Analysis) -> Figure:
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return Figure("benefit", "Benefit per task", "Mean paired benefit per task with 95% bootstrap CIs over seeds: "
-                  "the best configuration (optimistic: selected as the best) and all shared configurations pooled.",
+                  "the best configuration (exploratory: selected as the best on the same seeds, so its interval "
+                  "is optimistic) and all shared configurations pooled (no selection).",
                   _png(fig))
 
 
@@ -411,6 +413,8 @@ class Table:
 
 
 def _g(v: object, digits: int = 4) -> str:
+    if isinstance(v, (float, np.floating)) and v == np.inf:
+        return "∞"
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "—"
     if isinstance(v, (int, np.integer)):
@@ -420,10 +424,13 @@ def _g(v: object, digits: int = 4) -> str:
     return str(v)
 
 
-def _verdict_text(lo: float, hi: float, n: int) -> str:
-    v = verdict(lo, hi, n)
-    return {"loss": "NEGATIVE TRANSFER", "gain": "gain", "unclear": "unclear",
-            "point estimate": "point estimate"}[v] + (" (few seeds)" if 2 <= n < 5 and v in ("gain", "loss") else "")
+def _verdict_text(v: str, n: int) -> str:
+    return {"loss": "NEGATIVE TRANSFER", "gain": "gain", "unclear": "unclear", "point estimate": "point estimate",
+            NO_VERDICT_PBT: NO_VERDICT_PBT}[v] + (" (few seeds)" if 2 <= n < 5 and v in ("gain", "loss") else "")
+
+
+def _alpha_text(mode: str, alpha: float) -> str:
+    return "∞ (hard sharing: the α → ∞ limit)" if mode == "hard" else _g(alpha)
 
 
 def tables(result: Analysis, top: int) -> dict[str, Table]:
@@ -431,38 +438,51 @@ def tables(result: Analysis, top: int) -> dict[str, Table]:
     best = result.configs[result.configs["config_id"] == result.best_config].iloc[0]
     n = int(best["n_pairs"])
     out: dict[str, Table] = {}
-    bt = result.best_table
     out["best"] = Table(
-        f"Best shared configuration: {best['label']}",
-        ["task", "benefit [95% CI]", "verdict", "pairs"],
-        [[r.task, fmt_ci(r.benefit, r.ci_low, r.ci_high, n), _verdict_text(r.ci_low, r.ci_high, n), str(n)]
-         for r in bt.itertuples()]
-        + [["ΔMTL (%)", fmt_ci(best["dmtl"], best["dmtl_lo"], best["dmtl_hi"], n),
-            _verdict_text(best["dmtl_lo"], best["dmtl_hi"], n), str(n)]],
-        f"config_id {best['config_id']}, mode {best['mode']}, α {_g(best['alpha'])}. Chosen as the highest mean "
-        f"ΔMTL among {len(result.configs)} shared configurations, so its interval is optimistic (selection); "
-        f"compare with the pooled estimate below.",
-        [verdict(r.ci_low, r.ci_high, n) for r in bt.itertuples()] + [verdict(best["dmtl_lo"], best["dmtl_hi"], n)])
+        f"Best shared configuration (exploratory): {best['label']}",
+        ["task", "benefit [95% CI, optimistic]", "pairs"],
+        [[t, fmt_ci(best[f"benefit_{t}"], best[f"lo_{t}"], best[f"hi_{t}"], n), str(n)] for t in tasks]
+        + [["ΔMTL (%)", fmt_ci(best["dmtl"], best["dmtl_lo"], best["dmtl_hi"], n), str(n)]],
+        f"config_id {best['config_id']}, mode {best['mode']}, α {_alpha_text(best['mode'], best['alpha'])}, "
+        f"compared at iteration {_g(best['iteration'])}, diverged {int(best['n_diverged'])}/{int(best['n_trials'])} "
+        f"({best['diverged_rate']:.0%}). Exploratory: chosen as the highest mean ΔMTL among "
+        f"{result.n_eligible} configurations on the same seeds, so its interval is optimistic and it gets no "
+        f"gain/negative-transfer verdict; the verdicts come from the pooled estimates below.")
+    simultaneous = result.verdicts.set_index(["group", "task"])
+    m = int(result.verdicts["m"].iloc[0])
     for name, frame, title, caption in (
             ("pooled", result.pooled, "All shared configurations pooled",
              "Mean over all shared configurations of the paired benefit, resampling seeds (baseline trials) with "
              "all their pairs: does sharing help on average over the searched space, without selection."),
             ("modes", result.by_mode, "By sharing mode",
              "Soft vs hard sharing, each pooled over its configurations, resampling seeds.")):
-        out[name] = Table(title, ["group", "task", "benefit [95% CI]", "verdict", "seeds"],
-                          [[r.group, r.task, fmt_ci(r.benefit, r.ci_low, r.ci_high, r.n),
-                            _verdict_text(r.ci_low, r.ci_high, r.n), str(r.n)] for r in frame.itertuples()],
-                          caption, [verdict(r.ci_low, r.ci_high, r.n) for r in frame.itertuples()])
+        rows, flags = [], []
+        for r in frame.itertuples():
+            group = r.group if (r.group, r.task) in simultaneous.index else "all shared"  # one mode: the same
+            s = simultaneous.loc[(group, r.task)] if (group, r.task) in simultaneous.index else None
+            rows.append([r.group, r.task, fmt_ci(r.benefit, r.ci_low, r.ci_high, r.n),
+                         "—" if s is None else fmt_ci(s["benefit"], s["ci_low"], s["ci_high"], int(s["n"])),
+                         "—" if s is None else _verdict_text(s["verdict"], int(s["n"])), str(r.n)])
+            flags.append("" if s is None else s["verdict"])
+        out[name] = Table(title, ["group", "task", "benefit [95% CI]", f"simultaneous 95% CI (m={m})", "verdict",
+                                  "seeds"], rows,
+                          caption + f" The verdict uses the simultaneous interval: Student t over seeds at level "
+                          f"1 − 0.05/{m} (Bonferroni over the {m} task × group verdicts of the headline), so the "
+                          f"chance of any false verdict is ≤ 5%; ΔMTL gets no verdict.", flags)
     cfg = result.configs.head(top)
     out["configs"] = Table(
         f"Top {len(cfg)} of {len(result.configs)} shared configurations (by mean ΔMTL over seeds)",
-        ["#", "configuration", "config_id", "pairs", "diverged", "ΔMTL % [95% CI]"] + [f"benefit {t}" for t in tasks],
-        [[str(i + 1), r["label"], r["config_id"], str(int(r["n_pairs"])), f"{int(r['n_diverged'])}/{int(r['n_trials'])}",
+        ["#", "configuration", "config_id", "pairs", "iteration", "diverged", "ΔMTL % [95% CI]"]
+        + [f"benefit {t}" for t in tasks],
+        [[str(i + 1), r["label"], r["config_id"], str(int(r["n_pairs"])), _g(r["iteration"]),
+          f"{int(r['n_diverged'])}/{int(r['n_trials'])} ({r['diverged_rate']:.0%})",
           fmt_ci(r["dmtl"], r["dmtl_lo"], r["dmtl_hi"], int(r["n_pairs"]))]
          + [fmt_ci(r[f"benefit_{t}"], r[f"lo_{t}"], r[f"hi_{t}"], int(r["n_pairs"])) for t in tasks]
          for i, (_, r) in enumerate(cfg.iterrows())],
-        "All configurations with their statistics are in configs.csv. Configurations with fewer than half the "
-        "seeds of the best-covered one cannot be chosen as best.")
+        f"All configurations with their statistics are in configs.csv (alpha = inf for hard sharing). Intervals "
+        f"are per configuration, before selection. A configuration needs at least "
+        f"{BEST_MIN_COVERAGE:.0%} of the pairs of the best-covered one to be chosen as best. 'iteration': all "
+        f"pairs of a configuration are compared at the last iteration all of them reached.")
     trials = result.data.trials
     order = np.argsort(-result.dmtl)
     top_pairs = result.pairs.iloc[order[:top]]
@@ -554,14 +574,23 @@ def method_notes(result: Analysis) -> list[str]:
         f"sharing helped; ΔMTL (Maninis et al. 2019) = mean over tasks of (−1)^l·(M_shared − M_base)/M_base × 100 "
         f"with l = 1 for lower-is-better metrics: positive = better on average.",
         "Pairing: each shared trial is compared with the independent trial of the same baseline_key (same seed, "
-        "data and ordinary knobs), both at the last iteration both reached, so early-stopped trials are compared "
-        "fairly. Diverged/errored trials, trials without metrics and unpaired trials are excluded and counted.",
+        "data and ordinary knobs). All pairs of one configuration are compared at one iteration, the last that all "
+        "of them reached (under ASHA seeds stop at different rungs: this neither mixes iterations nor keeps only "
+        "ASHA's survivors). Diverged/errored trials, trials without metrics and unpaired trials are excluded and "
+        "counted; divergence is shown per configuration.",
         f"Confidence intervals: 95% percentile bootstrap over seeds ({result.resamples} resamples, fixed RNG seed), "
         "with Hesterberg's small-sample expansion of the percentile levels. A bootstrap interval never leaves the "
         "range of the observed seeds, so with fewer than 5 seeds it covers less than 95% (3 seeds: ~75%) — "
         "flags from few seeds are marked. One seed gives a point estimate without an interval.",
-        "Negative transfer = the interval lies entirely below 0. The best configuration is selected among many, so "
-        "its interval is optimistic; the pooled estimate over all shared configurations has no selection.",
+        "Verdicts (gain / NEGATIVE TRANSFER) are made only without selection: on all shared configurations pooled "
+        "and on each mode pooled, with simultaneous intervals (Student t over seeds, Bonferroni over the tasks × "
+        "groups tested), so the chance of any false verdict in the headline is at most 5%. benefit.csv holds the "
+        "pooled benefit with that interval (n_pairs = pairs pooled), and the mode and α of the best "
+        "configuration (α = inf for hard sharing, the α → ∞ limit).",
+        "The best configuration is exploratory: it is chosen as the highest mean ΔMTL on the same seeds it is "
+        f"evaluated on, so its interval is optimistic, and it gets no verdict. Only configurations with at least "
+        f"{BEST_MIN_COVERAGE:.0%} of the pairs of the best-covered one can be chosen, so one that lost seeds to "
+        "divergence is not judged on its survivors.",
     ]
     return notes + result.notes
 

@@ -19,6 +19,15 @@ Conventions (the report states them too):
   interval covers only ~85% at n=5. No bootstrap interval can leave the range of the observed
   values, so with n < 6 units coverage is below 95% whatever is done; the report says so.
   One unit gives a point estimate and no interval.
+* Headline verdicts (gain / negative transfer) are made on estimates without selection (all
+  shared configurations pooled, and each sharing mode pooled) with simultaneous intervals:
+  Student-t intervals of the mean over seeds at level ``1 - 0.05 / m`` (Bonferroni over the m
+  task × group verdicts), so that the chance of any false verdict in a sweep is <= 5% (when the
+  seed means are roughly normal). The bootstrap cannot be used for that: with 5-10 seeds it does
+  not resolve tail probabilities of 0.05 / m (a resample never leaves the range of the seeds).
+* KID: the unbiased KID of one trial can be ~0 or negative, so a relative change against it can
+  be arbitrarily large. For metrics in ``UNSTABLE_RELATIVE`` the analysis divides by the task's
+  median independent value over all baseline trials instead (see ``relative_benefit_pct``).
 * Budget curve (Lucic et al., 2018): the distribution of the best metric among k trials drawn
   without replacement, computed exactly from the order statistics (this is what resampling
   estimates, without its noise). Failed trials count as draws that yield nothing.
@@ -42,6 +51,8 @@ import pyarrow.parquet as pq
 LOWER_IS_BETTER = ("fid", "kid")
 HIGHER_IS_BETTER = ("precision", "recall", "accuracy")
 METRICS = LOWER_IS_BETTER + HIGHER_IS_BETTER
+# metrics whose value for one trial can be ~0 or negative: relative changes use a per-task scale
+UNSTABLE_RELATIVE = ("kid",)
 SCHEMA_VERSION = 1
 
 
@@ -59,11 +70,21 @@ def paired_benefit(shared: np.ndarray, base: np.ndarray, metric: str) -> np.ndar
     return direction(metric) * (np.asarray(shared, float) - np.asarray(base, float))
 
 
-def relative_benefit_pct(shared: np.ndarray, base: np.ndarray, metric: str) -> np.ndarray:
-    """Per-task relative benefit in percent, the summand of ΔMTL; NaN where the baseline is 0."""
+def relative_benefit_pct(shared: np.ndarray, base: np.ndarray, metric: str,
+                         scale: np.ndarray | None = None) -> np.ndarray:
+    """Per-task relative benefit in percent, the summand of ΔMTL; NaN where the denominator is 0.
+
+    The denominator is ``|base|`` (the pair's own baseline), or ``scale`` (one positive value per
+    task, broadcast over the rows) when given: used for metrics in ``UNSTABLE_RELATIVE``, whose
+    per-trial baseline can be ~0. A non-positive or NaN scale gives NaN for that task."""
     base = np.asarray(base, float)
-    denom = np.where(base == 0, np.nan, np.abs(base))
-    return 100.0 * paired_benefit(shared, base, metric) / denom
+    if scale is None:
+        denom = np.where(base == 0, np.nan, np.abs(base))
+    else:
+        scale = np.asarray(scale, float)
+        denom = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * paired_benefit(shared, base, metric) / denom
 
 
 def delta_mtl(shared: np.ndarray, base: np.ndarray, metric: str) -> np.ndarray:
@@ -193,19 +214,46 @@ def bootstrap_mean_ci(values: np.ndarray, group: np.ndarray, n_groups: int, *, r
     return out
 
 
-def clustered_bootstrap(values: np.ndarray, group: np.ndarray, cluster: np.ndarray, n_groups: int,
-                        **kwargs) -> dict[str, np.ndarray]:
-    """Bootstrap CI per group where rows of one cluster (e.g. pairs sharing one baseline trial)
-    are not independent: rows are first averaged within (group, cluster), then the cluster means
-    are resampled. Used for pooled estimates across configurations."""
+def cluster_units(values: np.ndarray, group: np.ndarray, cluster: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows averaged within (group, cluster): the independent units (U, K) and their group (U,).
+    Rows of one cluster (e.g. pairs sharing one baseline trial, i.e. one seed) are not independent."""
     values = np.asarray(values, float).reshape(len(group), -1)
     group = np.asarray(group, np.int64)
     cluster = np.asarray(cluster, np.int64)
     key = group * (int(cluster.max(initial=0)) + 1) + cluster
     uniq, inverse = np.unique(key, return_inverse=True)
-    unit_means, _ = group_means(values, inverse, len(uniq))
-    unit_group = uniq // (int(cluster.max(initial=0)) + 1)
+    unit_means, _ = group_means(values, inverse.ravel(), len(uniq))
+    return unit_means, uniq // (int(cluster.max(initial=0)) + 1)
+
+
+def clustered_bootstrap(values: np.ndarray, group: np.ndarray, cluster: np.ndarray, n_groups: int,
+                        **kwargs) -> dict[str, np.ndarray]:
+    """Bootstrap CI per group where rows of one cluster are not independent: rows are first
+    averaged within (group, cluster), then the cluster means are resampled. Used for pooled
+    estimates across configurations."""
+    unit_means, unit_group = cluster_units(values, group, cluster)
     return bootstrap_mean_ci(unit_means, unit_group, n_groups, **kwargs)
+
+
+def t_interval(values: np.ndarray, group: np.ndarray, n_groups: int, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Mean and two-sided Student-t interval of the mean per group and column (NaN-aware per column).
+
+    ``values`` (N, K): independent units. Returns ``mean``, ``lo``, ``hi`` (G, K) and ``n`` (G,)
+    units per group; lo = hi = NaN where a column has fewer than 2 finite units."""
+    values = np.asarray(values, float).reshape(len(group), -1)
+    group = np.asarray(group, np.int64)
+    finite = np.isfinite(values)
+    mean, n = group_means(values, group, n_groups)
+    count = np.stack([np.bincount(group, finite[:, j], minlength=n_groups) for j in range(values.shape[1])], 1)
+    resid = np.where(finite, values - mean[group], 0.0)
+    ss = np.stack([np.bincount(group, resid[:, j] ** 2, minlength=n_groups) for j in range(values.shape[1])], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(ss / (count - 1) / count)
+    t = np.full(count.shape, np.nan)
+    for df in np.unique(count[count >= 2] - 1):  # a few distinct seed counts: one quantile each
+        t[count - 1 == df] = student_t_quantile(1.0 - (1.0 - level) / 2.0, int(df))
+    half = t * se
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
 
 
 def best_of_k(scores: np.ndarray, lower_is_better: bool, ks: np.ndarray,

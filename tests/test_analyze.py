@@ -1,6 +1,7 @@
 """`python -m orchestrator.analyze` on run directories written in the Parquet results schema (v1)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -95,7 +96,9 @@ def _write_hand_run(run: Path, trials: list[dict], curves: dict[str, dict[str, l
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), run / "trials.parquet")
 
 
-def test_pairs_by_baseline_key_at_last_common_iteration(tmp_path: Path) -> None:
+def test_pairs_by_baseline_key_at_the_configurations_common_iteration(tmp_path: Path) -> None:
+    """All pairs of a configuration are compared at the last iteration all of them reached (ASHA
+    stops seeds of one configuration at different rungs); another configuration has its own."""
     run = tmp_path / "hand"
     trials = [
         {"trial_id": "base_a", "config_id": "independent", "baseline_key": "A", "mode": "independent"},
@@ -104,6 +107,7 @@ def test_pairs_by_baseline_key_at_last_common_iteration(tmp_path: Path) -> None:
         {"trial_id": "soft_a", "config_id": "cfg", "baseline_key": "A", "mode": "soft", "alpha": 0.1},
         {"trial_id": "soft_b", "config_id": "cfg", "baseline_key": "B", "mode": "soft", "alpha": 0.1, "seed": 1},
         {"trial_id": "orphan", "config_id": "cfg", "baseline_key": "C", "mode": "soft", "alpha": 0.1, "seed": 2},
+        {"trial_id": "hard_b", "config_id": "cfg2", "baseline_key": "B", "mode": "hard", "seed": 1},
     ]
     curves = {
         "base_a": {"x": [50, 40, 30, 20, 10], "y": [60, 50, 40, 30, 20]},
@@ -111,17 +115,24 @@ def test_pairs_by_baseline_key_at_last_common_iteration(tmp_path: Path) -> None:
         "soft_a": {"x": [48, 38, 28], "y": [61, 51, 41]},
         "soft_b": {"x": [490, 390, 290, 190, 90], "y": [590, 490, 390, 290, 190]},
         "orphan": {"x": [1, 1, 1], "y": [1, 1, 1]},
+        "hard_b": {"x": [480, 380, 280, 180, 80], "y": [580, 480, 380, 280, 180]},
     }
     _write_hand_run(run, trials, curves)
     result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
     pairs = result.pairs.set_index(result.data.trials["trial_id"].to_numpy()[result.pairs["shared"]])
-    assert set(pairs.index) == {"soft_a", "soft_b"}
+    assert set(pairs.index) == {"soft_a", "soft_b", "hard_b"}
     assert result.data.trials["trial_id"].iloc[pairs.loc["soft_a", "base"]] == "base_a"
     assert result.data.trials["trial_id"].iloc[pairs.loc["soft_b", "base"]] == "base_b"
-    assert pairs.loc["soft_a", "iteration"] == 3 and pairs.loc["soft_b", "iteration"] == 5
+    # soft_b ran to 5, but its configuration is compared where soft_a stopped; hard_b's config reached 5
+    assert pairs.loc["soft_a", "iteration"] == 3 and pairs.loc["soft_b", "iteration"] == 3
+    assert pairs.loc["hard_b", "iteration"] == 5
     benefit = dict(zip(pairs.index, map(tuple, result.benefit)))
     assert benefit["soft_a"] == pytest.approx((2.0, -1.0))  # at iteration 3, not 10 vs 28
-    assert benefit["soft_b"] == pytest.approx((10.0, 10.0))
+    assert benefit["soft_b"] == pytest.approx((10.0, 10.0))  # 300 - 290 at iteration 3
+    assert benefit["hard_b"] == pytest.approx((20.0, 20.0))  # 100 - 80 at iteration 5
+    configs = result.configs.set_index("config_id")
+    assert configs.loc["cfg", "iteration"] == 3 and configs.loc["cfg2", "iteration"] == 5
+    assert configs.loc["cfg2", "alpha"] == np.inf and configs.loc["cfg", "alpha"] == pytest.approx(0.1)
     # ΔMTL of soft_a at iteration 3: (2/30 - 1/40)/2 * 100
     assert result.dmtl[list(pairs.index).index("soft_a")] == pytest.approx((2 / 30 - 1 / 40) / 2 * 100)
     excluded = dict(zip(result.excluded["reason"], result.excluded["shared"]))
@@ -152,6 +163,118 @@ def test_planted_benefit_recovered_over_200_independent_draws(tmp_path: Path) ->
     assert zero.mean() <= 0.08, zero.mean()
 
 
+# ---------------------------------------------------------------------------------------------
+# the headline: verdicts without selection, multiplicity, survivorship, PBT/ASHA, KID
+# ---------------------------------------------------------------------------------------------
+
+SOFT_ALPHAS = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+def _sweep_in_memory(rng: np.random.Generator, planted: dict[str, float] | None = None, seeds: int = 8,
+                     tasks: tuple[str, ...] = ("0", "1", "2", "3"), metric: str = "fid",
+                     level: float = 30.0) -> analyze.RunData:
+    """One sweep's results without files: independent + 5 soft (α) + hard configurations × seeds, one
+    iteration; metric = level + seed effect - planted benefit (shared arms only) + N(0, 1) per trial."""
+    arms = [("independent", 0.0)] + [("soft", a) for a in SOFT_ALPHAS] + [("hard", 0.0)]
+    mode = np.repeat([m for m, _ in arms], seeds)
+    seed = np.tile(np.arange(seeds), len(arms))
+    effect = np.array([(planted or {}).get(t, 0.0) for t in tasks])
+    values = (level + rng.normal(0, 5, (seeds, len(tasks)))[seed] - (mode != "independent")[:, None] * effect
+              + rng.normal(0, 1, (len(mode), len(tasks))))
+    trials = pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(mode))],
+                           "config_id": np.repeat(["independent"] + [f"c{i}" for i in range(1, len(arms))], seeds),
+                           "baseline_key": [f"b{s}" for s in seed], "status": "TERMINATED", "mode": mode,
+                           "alpha": np.repeat([a for _, a in arms], seeds), "seed": seed})
+    return analyze.RunData(run_dirs=["memory"], metric=metric, trials=trials, tasks=list(tasks),
+                           iterations=np.array([1]), values=values[:, None, :], schedulers=[None])
+
+
+def _called(lines: list[str], kind: str) -> set[str]:
+    """Tasks the headline lists under 'gain' or 'NEGATIVE TRANSFER' (any group)."""
+    found: set[str] = set()
+    for line in lines:
+        if re.match(rf"\s+{kind}\b", line):
+            found |= set(re.findall(r"([A-Za-z0-9_-]+) [+-][0-9.e+-]+ \[", line))
+    return found
+
+
+def test_headline_verdicts_not_fooled_by_selection_and_find_a_planted_gain() -> None:
+    """6 shared configurations × 4 tasks × 8 seeds, 100 sweeps each: with no effect the headline
+    calls a gain or negative transfer in <= 10% of sweeps (the best configuration's own interval
+    did in ~28%); a planted gain of 2.5 (pair noise sd 1.4) on task 0 is found in most sweeps."""
+    rng = np.random.default_rng(2024)
+    false_calls, found, wrong = 0, 0, 0
+    for _ in range(100):
+        lines = analyze.headline(analyze.analyze(_sweep_in_memory(rng), resamples=200))
+        false_calls += bool(_called(lines, "gain") | _called(lines, "NEGATIVE TRANSFER"))
+        lines = analyze.headline(analyze.analyze(_sweep_in_memory(rng, {"0": 2.5}), resamples=200))
+        found += "0" in _called(lines, "gain")
+        wrong += bool(_called(lines, "NEGATIVE TRANSFER") | (_called(lines, "gain") - {"0"}))
+    assert false_calls <= 10, false_calls
+    assert found >= 80, found
+    assert wrong <= 10, wrong
+
+
+def test_headline_lists_planted_negative_transfer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "neg"
+    stats.write_synthetic_run(run, seeds=8, alphas=(0.01, 0.1, 1.0), benefit={"2": -4.0}, iterations=3,
+                              early_stop_fraction=0, diverged_fraction=0, error_fraction=0, samples="none",
+                              rng_seed=3)
+    lines = analyze.headline(analyze.analyze(analyze.load_runs([run], "fid")))
+    assert _called(lines, "NEGATIVE TRANSFER") == {"2"}, lines
+    assert _called(lines, "gain") == set(), lines
+    loss = next(line for line in lines if "NEGATIVE TRANSFER" in line)
+    assert "all shared: 2 -" in loss
+    best = next(line for line in lines if line.startswith("Best configuration"))
+    assert "exploratory" in best and "optimistic" in best and "diverged 0/8" in best
+
+
+def test_best_configuration_needs_90_percent_of_the_pairs() -> None:
+    """A configuration that diverged on 4 of 8 seeds cannot be best on its 4 lucky survivors."""
+    data = _sweep_in_memory(np.random.default_rng(0))
+    trials = data.trials
+    lucky = trials.index[trials["config_id"] == "c3"]
+    data.values[lucky] -= 20.0  # far better on every seed ...
+    trials.loc[lucky[:4], "status"] = "diverged"  # ... but half of them diverged
+    result = analyze.analyze(data, resamples=200)
+    configs = result.configs.set_index("config_id")
+    assert configs.loc["c3", "n_pairs"] == 4 and configs.loc["c3", "diverged_rate"] == 0.5
+    assert configs.loc["c3", "dmtl"] == configs["dmtl"].max()  # the highest ΔMTL, on its survivors
+    assert result.best_config != "c3" and result.n_eligible == 5
+    best = next(line for line in analyze.headline(result) if line.startswith("Best configuration"))
+    assert "best of 5" in best and "diverged 0/8" in best
+
+
+def test_kid_delta_mtl_uses_a_stable_denominator() -> None:
+    """The unbiased KID of one baseline can be ~0: ΔMTL must not explode on that pair."""
+    data = _sweep_in_memory(np.random.default_rng(1), metric="kid", level=30.0)
+    data.values *= 1e-3  # KID scale: ~0.03, noise 0.001
+    base0 = data.trials.index[(data.trials["mode"] == "independent") & (data.trials["seed"] == 0)][0]
+    data.values[base0, 0, 0] = 1e-7  # a near-zero unbiased KID estimate
+    result = analyze.analyze(data, resamples=200)
+    assert np.isfinite(result.dmtl).all() and np.abs(result.dmtl).max() < 100, np.abs(result.dmtl).max()
+    assert any("median independent kid" in note for note in result.notes)
+    fid = analyze.analyze(_sweep_in_memory(np.random.default_rng(1)), resamples=200)
+    assert not any("median independent" in note for note in fid.notes)  # fid keeps the pair's own baseline
+
+
+@pytest.mark.parametrize("scheduler", ["pbt", "asha", "fifo"])
+def test_scheduler_from_sweep_json(small_run: Path, tmp_path: Path, scheduler: str) -> None:
+    """PBT copies weights across seeds: no paired verdicts, said in the headline and the report."""
+    run = _copy_run(small_run, tmp_path / scheduler)
+    (run / "sweep.json").write_text(json.dumps({"name": "s", "spec": {"name": "s", "scheduler": scheduler}}))
+    result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
+    lines = analyze.headline(result)
+    assert result.data.schedulers == [scheduler]
+    assert (result.pbt_runs == [str(run)]) == (scheduler == "pbt")
+    assert any(line.startswith("PBT:") for line in lines) == (scheduler == "pbt")
+    assert any(line.startswith("ASHA:") for line in lines) == (scheduler == "asha")
+    if scheduler == "pbt":
+        assert not any(re.match(r"\s+(gain|NEGATIVE TRANSFER|unclear)", line) for line in lines)
+        assert (result.verdicts["verdict"] == analyze.NO_VERDICT_PBT).all()
+        assert any("PBT run(s)" in note for note in result.notes)
+
+
 def test_pooled_runs_and_duplicate_baselines(small_run: Path, tmp_path: Path) -> None:
     other = _copy_run(small_run, tmp_path / "again")
     single = analyze.analyze(analyze.load_runs([small_run], "fid"))
@@ -176,8 +299,18 @@ def test_report_files_and_benefit_csv(small_report: tuple[Path, str]) -> None:
     assert list(benefit.columns) == ["task", "benefit", "ci_low", "ci_high", "n_pairs", "best_alpha", "best_mode"]
     assert list(benefit["task"]) == list(PLANTED)
     assert benefit["best_mode"].iloc[0] in ("soft", "hard")
+    # hard sharing is the α → ∞ limit (the Parquet records α = 0 for it)
+    assert (benefit["best_alpha"] == np.inf).all() == (benefit["best_mode"].iloc[0] == "hard")
+    assert (benefit["best_alpha"] > 0).all()
+    # benefit/CI: all shared configurations pooled (not the best), with the headline's family-wise interval
+    configs = pd.read_csv(out / "configs.csv")
+    assert (configs.loc[configs["mode"] == "hard", "alpha"] == np.inf).all()
+    assert {"diverged_rate", "iteration"} <= set(configs.columns)
+    assert (benefit["n_pairs"] == configs["n_pairs"].sum()).all()
     row = benefit.set_index("task")
-    assert row.loc["0", "ci_low"] > 0  # the planted gain of task 0 (3 FID, noise sd 1.4)
+    for task, planted in PLANTED.items():  # 5 seeds, Bonferroni over 12 tests: wide, but covering the truth
+        assert row.loc[task, "ci_low"] < planted < row.loc[task, "ci_high"]
+    assert row.loc["0", "benefit"] > 0 and row.loc["2", "benefit"] < 0
     assert "Report:" in stdout and "benefit > 0 means sharing helped" in stdout
     assert len(stdout.strip().splitlines()) <= 10
 
@@ -191,7 +324,8 @@ def test_html_is_self_contained(small_report: tuple[Path, str]) -> None:
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 6
     assert "positive" in page and "lower is better" in page and "optimistic" in page
     md = (out / "report.md").read_text()
-    assert "| task | benefit [95% CI] | verdict | pairs |" in md and "![Budget curve" in md
+    assert "| group | task | benefit [95% CI] | simultaneous 95% CI (m=12) | verdict | seeds |" in md
+    assert "![Budget curve" in md and "exploratory" in md
 
 
 def test_single_seed_gives_point_estimates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +336,7 @@ def test_single_seed_gives_point_estimates(tmp_path: Path, capsys: pytest.Captur
     assert code == 0, err
     assert "point estimate" in out
     benefit = pd.read_csv(tmp_path / "rep" / "benefit.csv")
-    assert benefit["ci_low"].isna().all() and (benefit["n_pairs"] == 1).all()
+    assert benefit["ci_low"].isna().all() and (benefit["n_pairs"] == 3).all()  # 3 configurations pooled
     assert "point estimate (1 seed, no CI)" in (tmp_path / "rep" / "report.html").read_text()
     assert "no samples" in (tmp_path / "rep" / "report.md").read_text().lower()
 

@@ -27,6 +27,15 @@ def test_delta_mtl_hand_computed() -> None:
     assert stats.delta_mtl(np.array([[1.0, 15.0]]), np.array([[0.0, 20.0]]), "kid")[0] == pytest.approx(25.0)
 
 
+def test_relative_benefit_with_a_per_task_scale() -> None:
+    # kid: the pair's baseline is ~0 (1e-6), the task's scale 0.02: 0.001 worse = -5%, not -1e5 %
+    shared, base = np.array([[1e-6 + 0.001, 0.027]]), np.array([[1e-6, 0.03]])
+    rel = stats.relative_benefit_pct(shared, base, "kid", scale=np.array([0.02, 0.03]))
+    assert rel[0] == pytest.approx([-5.0, 10.0])
+    assert abs(stats.relative_benefit_pct(shared, base, "kid")[0, 0]) > 1e5  # the unstable per-pair version
+    assert np.isnan(stats.relative_benefit_pct(shared, base, "kid", scale=np.array([-0.01, 0.03]))[0, 0])
+
+
 def test_bootstrap_recovers_planted_benefit_and_covers_it() -> None:
     """200 independent draws of 8 seeds each, planted mean 2, sd 1.5 per pair (skewed and not)."""
     rng = np.random.default_rng(123)
@@ -68,6 +77,24 @@ def test_clustered_bootstrap_averages_within_cluster_first() -> None:
     res = stats.clustered_bootstrap(values, np.zeros(3, np.int64), np.array([0, 0, 1]), 1, seed=0)
     assert res["n"][0] == 2
     assert res["mean"][0] == pytest.approx((2.0 + 10.0) / 2)
+
+
+def test_t_interval_matches_scipy_per_group_and_column() -> None:
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(1.0, 2.0, (13, 2))
+    values[3, 1] = np.nan  # column 1 of group 0 has one unit less
+    group = np.array([0] * 8 + [1] * 4 + [2])
+    res = stats.t_interval(values, group, 3, level=1 - 0.05 / 6)
+    for g in (0, 1):
+        for k in (0, 1):
+            x = values[group == g, k]
+            x = x[np.isfinite(x)]
+            lo, hi = sps.t.interval(1 - 0.05 / 6, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+            assert (res["lo"][g, k], res["hi"][g, k]) == pytest.approx((lo, hi), rel=1e-9)
+    assert np.isnan(res["lo"][2]).all() and res["mean"][2] == pytest.approx(values[12])  # one unit
+    assert list(res["n"]) == [8, 4, 1]
 
 
 def test_expanded_quantiles_widen_for_small_n() -> None:
