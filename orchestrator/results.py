@@ -2,14 +2,28 @@
 
 Layout and columns are schema version 1 (documented in the README):
 ``metrics/<trial_id>-<first_iter>-<last_iter>.parquet`` (one row per trial, iteration, task)
-and ``trials.parquet`` (one row per trial). Every file is written as ``.tmp-*`` and renamed, so
-a reader (pandas, pyarrow.dataset, DuckDB) sees whole files only, while the sweep runs.
+and ``trials.parquet`` (one row per trial). Every local file is written as ``.tmp-*`` and
+renamed (an object store's upload appears whole anyway), so a reader (pandas,
+pyarrow.dataset, DuckDB) sees whole files only, while the sweep runs.
 
-Metric rows are buffered and flushed every ``flush_seconds`` and when a trial ends;
-trials.parquet is rewritten on each status change (and at flushes when final metrics moved).
+Durability: each result's rows are written synchronously in ``on_trial_result``, as their own
+file ``<trial_id>-<i>-<i>.parquet``. Tune calls that hook before it processes the checkpoint
+reported with the result, so no experiment state Tune persists can name a checkpoint whose rows
+are not on disk yet: a resumed trial restarts from that checkpoint and never reports its
+iteration again, so a buffered row would be lost for good.
+
+Compaction keeps the file count at about one per trial: when a trial ends, its files are merged
+into one ``<trial_id>-<first>-<last>.parquet`` (written atomically), then the parts are deleted.
+A reader listing the directory between those two steps sees a part and the merged file at once
+(the same rows twice) -- a window of a few file deletions, only for a trial that just ended.
+If the driver dies inside it, ``setup()`` repairs the run on resume: a file whose iteration
+range lies inside another file of the same trial, with all its rows there, is deleted.
+
 Rows are never duplicated: at setup -- a fresh start, a ``--resume``, or a restored Tuner --
 the (trial_id, iteration) pairs already on disk are read and skipped when reported again (a
 trial restarted from a checkpoint replays at most the iterations after that checkpoint).
+trials.parquet is rewritten on each status change (and every ``flush_seconds`` when final
+metrics moved); it is a summary that the next status change corrects, not the record.
 
 The callback pickles as its constructor arguments only (``__reduce__``): Tune stores the
 RunConfig, callbacks included, in tuner.pkl and ``Tuner.restore`` (which takes no callbacks
@@ -20,11 +34,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -39,6 +54,7 @@ from trainables.tune_trainable import METRIC_NAMES, ORCHESTRATOR_KEYS, SAMPLES_F
 SCHEMA_VERSION = 1
 METRICS_DIR, TRIALS_FILE, SWEEP_FILE = "metrics", "trials.parquet", "sweep.json"
 LOSS_NAMES = ("g_loss", "d_loss")
+METRICS_FILE_NAME = re.compile(r"^(?P<trial_id>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
 METRICS_SCHEMA = pa.schema(
     [("schema_version", pa.int32()), ("sweep", pa.string()), ("trial_id", pa.string()),
@@ -126,11 +142,71 @@ class RunFiles:
         pq.write_table(table, tmp, filesystem=self.fs)
         os.replace(tmp, path)
 
+    def delete(self, *parts: str) -> None:
+        self.fs.delete_file(self.sub(*parts))
+
+    def delete_temporaries(self, *parts: str) -> None:
+        """Remove the ``.tmp-*`` files of writes that never reached their rename."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.sub(*parts), allow_not_found=True))
+        for info in infos:
+            if info.is_file and info.base_name.startswith(".tmp-"):
+                self.fs.delete_file(info.path)
+
     def parquet_files(self, *parts: str) -> list[str]:
         """Parquet files in a directory, without the hidden/temporary ones readers skip."""
         infos = self.fs.get_file_info(pafs.FileSelector(self.sub(*parts), allow_not_found=True))
         return [i.path for i in infos if i.is_file and i.base_name.endswith(".parquet")
                 and i.base_name[0] not in "._"]
+
+
+class MetricsFile(NamedTuple):
+    """One file of the metrics dataset: a trial's rows for iterations first..last."""
+    name: str
+    trial_id: str
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, name: str) -> "MetricsFile | None":
+        match = METRICS_FILE_NAME.match(name)
+        if match is None:
+            return None
+        return cls(name, match["trial_id"], int(match["first"]), int(match["last"]))
+
+    @classmethod
+    def named(cls, trial_id: str, first: int, last: int) -> "MetricsFile":
+        return cls(f"{trial_id}-{first}-{last}.parquet", trial_id, first, last)
+
+    def inside(self, other: "MetricsFile") -> bool:
+        return self.name != other.name and other.first <= self.first and self.last <= other.last
+
+
+def metrics_files(run: RunFiles) -> dict[str, list[MetricsFile]]:
+    """The metrics dataset's files by trial (files not named by this sink are left alone)."""
+    by_trial: dict[str, list[MetricsFile]] = {}
+    for path in run.parquet_files(METRICS_DIR):
+        file = MetricsFile.parse(path.rsplit("/", 1)[-1])
+        if file is not None:
+            by_trial.setdefault(file.trial_id, []).append(file)
+    return by_trial
+
+
+def _iterations_in(run: RunFiles, file: MetricsFile) -> set[int]:
+    return set(run.read_table(METRICS_DIR, file.name, columns=["iteration"]).column("iteration").to_pylist())
+
+
+def repair_interrupted_compactions(run: RunFiles, files: list[MetricsFile]) -> list[MetricsFile]:
+    """A trial's files less those a compaction had merged but not yet deleted when the driver
+    died: a file whose range lies inside another's and whose iterations are all in it. (Under
+    PBT a trial's iterations may jump, so a range alone does not prove the rows are there.)"""
+    kept = sorted(files, key=lambda f: (f.first - f.last, f.first))  # widest first
+    for file in list(kept):
+        for wider in kept:
+            if file.inside(wider) and _iterations_in(run, file) <= _iterations_in(run, wider):
+                run.delete(METRICS_DIR, file.name)
+                kept.remove(file)
+                break
+    return kept
 
 
 def written_iterations(run: RunFiles) -> set[tuple[str, int]]:
@@ -158,10 +234,10 @@ class ParquetResults(Callback):
         self.sweep = sweep
         self.task_names = list(task_names)
         self.cpus, self.gpus = float(cpus), float(gpus)
-        self.flush_seconds = flush_seconds
+        self.flush_seconds = flush_seconds  # how often trials.parquet catches up with results
         self._schema = trials_schema(self.task_names)
         self._written: set[tuple[str, int]] = set()
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._metrics_files: dict[str, list[MetricsFile]] = {}
         self._trials: dict[str, dict[str, Any]] = {}
         self._trials_dirty = False
         self._last_flush = time.monotonic()
@@ -173,6 +249,9 @@ class ParquetResults(Callback):
     # ------------------------------------------------------------------ Tune callback hooks
     def setup(self, **info: Any) -> None:
         self._files.makedirs(METRICS_DIR)
+        self._files.delete_temporaries(METRICS_DIR)  # left by a driver killed mid-write
+        self._metrics_files = {trial_id: repair_interrupted_compactions(self._files, files)
+                               for trial_id, files in metrics_files(self._files).items()}
         self._written = written_iterations(self._files)
         if self._files.exists(TRIALS_FILE):
             for row in self._files.read_table(TRIALS_FILE).to_pylist():
@@ -183,8 +262,8 @@ class ParquetResults(Callback):
             if trial.trial_id not in self._trials:
                 self._row(trial)["status"] = "PENDING"
                 self._trials_dirty = True
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+        if self._trials_dirty and time.monotonic() - self._last_flush >= self.flush_seconds:
+            self._write_trials()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._set_status(trial, "RUNNING")
@@ -199,7 +278,6 @@ class ParquetResults(Callback):
         if result.get("diverged"):
             row["status"], row["error"] = "diverged", str(result.get("error", "diverged"))
             row["time_s"] = float(result.get("time_s", math.nan))
-            self._trials_dirty = True
             self._write_trials()
             return
         iteration_done = int(result["iteration"])
@@ -212,15 +290,19 @@ class ParquetResults(Callback):
         key = (trial.trial_id, iteration_done)
         if key in self._written:
             return  # replayed after a restore: already on disk
-        self._written.add(key)
         timestamp = time.time()  # Tune's own "timestamp" is whole seconds
-        rows = self._pending.setdefault(trial.trial_id, [])
-        for i, t in enumerate(self.task_names):
-            rows.append({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-                         "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
-                         "task": t, "task_index": i,
-                         **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
-                         "time_s": float(result["time_s"]), "timestamp": timestamp})
+        rows = [{"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
+                 "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
+                 "task": t, "task_index": i,
+                 **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
+                 "time_s": float(result["time_s"]), "timestamp": timestamp}
+                for i, t in enumerate(self.task_names)]
+        # Now, not buffered: Tune processes this result's checkpoint after this hook returns and
+        # may persist an experiment state naming it at any moment after (see module doc).
+        part = MetricsFile.named(trial.trial_id, iteration_done, iteration_done)
+        self._files.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), METRICS_DIR, part.name)
+        self._metrics_files.setdefault(trial.trial_id, []).append(part)
+        self._written.add(key)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
         row = self._row(trial)
@@ -231,45 +313,52 @@ class ParquetResults(Callback):
         self._trials_dirty = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.compact(trial.trial_id)
         if self._row(trial)["status"] != "diverged":
             self._row(trial)["status"] = "TERMINATED"
-        self._trials_dirty = True
-        self.flush()
+        self._write_trials()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.compact(trial.trial_id)
         row = self._row(trial)
         row["status"] = "ERROR"
         row["error"] = _first_error_line(trial)
-        self._trials_dirty = True
-        self.flush()
+        self._write_trials()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.flush()
+        # Trials that ended under an earlier driver that died before compacting them
+        for trial_id in list(self._metrics_files):
+            self.compact(trial_id)
+        self._write_trials()
 
     # -------------------------------------------------------------------------- writing
-    def flush(self) -> None:
-        """Write every buffered metrics row (one file per trial) and trials.parquet if changed."""
-        for trial_id, rows in list(self._pending.items()):
-            if not rows:
-                continue
-            iterations = [r["iteration"] for r in rows]
-            self._files.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), METRICS_DIR,
-                                    f"{trial_id}-{min(iterations)}-{max(iterations)}.parquet")
-            self._pending[trial_id] = []
-        if self._trials_dirty:
-            self._write_trials()
-        self._last_flush = time.monotonic()
+    def compact(self, trial_id: str) -> None:
+        """Merge a trial's metrics files into one ``<trial_id>-<first>-<last>.parquet``.
+
+        The merged file is complete on disk before any part is deleted, so a crash loses
+        nothing (setup() deletes the leftover parts); readers may meanwhile see both."""
+        files = self._metrics_files.get(trial_id, [])
+        if len(files) < 2:
+            return
+        merged = MetricsFile.named(trial_id, min(f.first for f in files), max(f.last for f in files))
+        table = pa.concat_tables([self._files.read_table(METRICS_DIR, f.name).cast(METRICS_SCHEMA) for f in files])
+        table = table.sort_by([("iteration", "ascending"), ("task_index", "ascending")])
+        self._files.write_table(table, METRICS_DIR, merged.name)
+        for file in files:
+            if file.name != merged.name:
+                self._files.delete(METRICS_DIR, file.name)
+        self._metrics_files[trial_id] = [merged]
 
     def _write_trials(self) -> None:
         rows = sorted(self._trials.values(), key=lambda r: r["trial_id"])
         self._files.write_table(pa.Table.from_pylist(rows, schema=self._schema), TRIALS_FILE)
         self._trials_dirty = False
+        self._last_flush = time.monotonic()
 
     def _set_status(self, trial, status: str) -> None:
         row = self._row(trial)
         if row["status"] != "diverged":
             row["status"] = status
-        self._trials_dirty = True
         self._write_trials()
 
     def _row(self, trial) -> dict[str, Any]:

@@ -63,8 +63,10 @@ def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert (baselines["alpha"] == 0).all() and (baselines["config_id"] == "independent").all()
     assert set(trials["baseline_key"]) == set(baselines["baseline_key"])
 
-    # no half-written files are left; the user is told where results are and what to run next
+    # no half-written files are left, and each trial's per-iteration files were compacted into
+    # one; the user is told where results are and what to run next
     assert not [p for p in (run_dir / "metrics").iterdir() if p.name.startswith(".")]
+    assert sorted(p.name.split("-")[0] for p in (run_dir / "metrics").iterdir()) == sorted(trials["trial_id"])
     assert f"python -m orchestrator.analyze {run_dir}" in out
     assert out.count(" TERMINATED") >= len(planned)
 

@@ -1,4 +1,9 @@
-"""--resume after the driver is SIGKILLed mid-sweep: no trial lost, no row doubled."""
+"""--resume after the driver is SIGKILLed mid-sweep: no trial lost, no row doubled or lost.
+
+The kill is placed where a row-buffering sink loses data: as soon as Tune has persisted an
+experiment state that names a trial checkpoint. A resumed trial restarts from that checkpoint
+and never reports its iteration again, so that iteration's rows must already be on disk.
+"""
 from __future__ import annotations
 
 import json
@@ -10,11 +15,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.dataset as pads
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.tune.trainable.metadata import _TrainingRunMetadata
 
 from tests.test_spaces import write_space
 
 REPO = Path(__file__).resolve().parents[1]
+ITERATIONS = 4  # > CheckpointConfig.num_to_keep (3): Tune then saves its state mid-trial
 
 
 def sweep_command(*args: str) -> list[str]:
@@ -28,11 +36,6 @@ def start_driver(args: list[str], log: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def metric_files(run_dir: Path) -> list[Path]:
-    metrics = run_dir / "metrics"
-    return [p for p in metrics.glob("*.parquet") if not p.name.startswith(".")] if metrics.exists() else []
-
-
 def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -40,8 +43,41 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """Every metrics row on disk now (a file may vanish while listing: a trial's parts are
+    deleted once compacted, so list again)."""
+    while True:
+        files = sorted(p for p in (run_dir / "metrics").glob("*.parquet") if not p.name.startswith((".", "_")))
+        try:
+            tables = [pq.read_table(p) for p in files]
+        except FileNotFoundError:
+            continue
+        if not tables:
+            return pd.DataFrame(columns=["trial_id", "iteration", "task", "timestamp"])
+        return pa.concat_tables(tables).to_pandas()
+
+
+def checkpointed_iterations(run_dir: Path) -> set[tuple[str, int]]:
+    """(trial_id, iteration) of each trial's latest checkpoint named by Tune's newest saved
+    experiment state -- where a resume restarts that trial from."""
+    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return set()
+    try:
+        state = json.loads(states[-1].read_text())
+    except (json.JSONDecodeError, FileNotFoundError):
+        return set()  # caught mid-write: look again at the next poll
+    named = set()
+    for _, run_metadata in state["trial_data"]:
+        latest = _TrainingRunMetadata.from_json_state(run_metadata).checkpoint_manager.latest_checkpoint_result
+        if latest is not None:  # the trial directory is named by its trial_id (sweep.trial_dirname)
+            named.add((Path(latest.checkpoint.path).parent.name, int(latest.metrics["iteration"])))
+    return named
+
+
 def test_resume_after_sigkill(tmp_path):
-    space = write_space(tmp_path, "resume", seeds=[0, 1, 2], num_samples=2, iterations=3, steps_per_iteration=300)
+    space = write_space(tmp_path, "resume", seeds=[0, 1, 2], num_samples=2, iterations=ITERATIONS,
+                        steps_per_iteration=100)
     storage, name = tmp_path / "results", "killed"
     run_dir = storage / name
     args = ["--space", space, "--storage", str(storage), "--name", name]
@@ -49,17 +85,23 @@ def test_resume_after_sigkill(tmp_path):
     first = start_driver(args, tmp_path / "first.log")
     try:
         deadline = time.monotonic() + 240
-        while len(metric_files(run_dir)) < 2:
+        while True:
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no results appeared"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "Tune saved no experiment state naming a checkpoint"
+            named = checkpointed_iterations(run_dir)
+            if any(iteration < ITERATIONS for _, iteration in named):  # a trial a resume restarts mid-way
+                # read after the state: whatever the state names must already be on disk
+                on_disk = set(zip(*(read_metrics(run_dir)[c] for c in ("trial_id", "iteration"))))
+                break
+            time.sleep(0.05)
         os.kill(first.pid, signal.SIGKILL)  # the driver only, as a crash would
         first.wait(timeout=30)
     finally:
-        time.sleep(2)
+        time.sleep(1)
         kill_group(first)  # whatever the dead driver left behind
-    statuses = pd.read_parquet(run_dir / "trials.parquet")["status"]
+    before_kill = read_metrics(run_dir).drop_duplicates()  # (a compaction cut short may leave a part beside its merge)
     planned = json.loads((run_dir / "sweep.json").read_text())["trials"]
+    statuses = pd.read_parquet(run_dir / "trials.parquet")["status"]
     assert (statuses == "TERMINATED").sum() < len(planned), "the sweep finished before it was killed"
 
     second = start_driver(["--resume", "--name", name, "--storage", str(storage)], tmp_path / "second.log")
@@ -68,10 +110,21 @@ def test_resume_after_sigkill(tmp_path):
     finally:
         kill_group(second)
     trials = pd.read_parquet(run_dir / "trials.parquet")
-    metrics = pads.dataset(run_dir / "metrics", format="parquet").to_table().to_pandas()
+    metrics = read_metrics(run_dir)
+    tasks = sorted(set(metrics["task"]))
     assert len(trials) == len(planned)  # no trial lost, none added
     assert set(trials["status"]) == {"TERMINATED"}
     assert sorted(zip(trials["config_id"], trials["seed"])) == sorted((t["config_id"], t["seed"]) for t in planned)
-    assert not metrics.duplicated(["trial_id", "iteration", "task"]).any()
-    assert len(metrics) == len(planned) * 3 * 2
+    # every trial has iterations 1..K for every task exactly once (none lost, none doubled)
+    for trial_id in trials["trial_id"]:
+        rows = metrics[metrics.trial_id == trial_id]
+        assert sorted(zip(rows["iteration"], rows["task"])) == [(i, t) for i in range(1, ITERATIONS + 1)
+                                                                for t in tasks], trial_id
+    assert named <= on_disk, f"experiment state named checkpoints whose rows were not on disk: {named - on_disk}"
+    # rows written before the kill are kept as written, not rewritten by the resumed run
+    kept = before_kill.merge(metrics, on=["trial_id", "iteration", "task"], suffixes=("_before", "_after"))
+    assert len(kept) == len(before_kill) > 0
+    assert (kept["timestamp_before"] == kept["timestamp_after"]).all()
+    # compacted: one file per trial once the sweep is done
+    assert len([p for p in (run_dir / "metrics").iterdir() if not p.name.startswith(".")]) == len(planned)
     assert "python -m orchestrator.analyze" in (tmp_path / "second.log").read_text()

@@ -1,0 +1,62 @@
+"""The Parquet sink's metrics files on a real directory: a compaction cut short by a dead driver
+is repaired at setup (never a row counted twice, never a row dropped), and compaction merges a
+trial's files into one, rows unchanged."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from orchestrator.results import METRICS_DIR, METRICS_SCHEMA, ParquetResults, RunFiles
+
+TASKS = ["0", "1"]
+
+
+def rows(trial_id: str, iterations: list[int]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"schema_version": 1, "sweep": "s", "trial_id": trial_id, "config_id": "c", "iteration": i,
+          "step": 10 * i, "task": t, "task_index": k, "fid": float(i), "kid": 0.0, "precision": 0.0,
+          "recall": 0.0, "accuracy": 0.0, "g_loss": 0.0, "d_loss": 0.0, "time_s": float(i),
+          "timestamp": 1000.0 + i + k / 10}
+         for i in iterations for k, t in enumerate(TASKS)], schema=METRICS_SCHEMA)
+
+
+def metrics_dir_names(run_dir: Path) -> set[str]:
+    return {p.name for p in (run_dir / METRICS_DIR).iterdir()}
+
+
+def read_all(run_dir: Path) -> list[dict]:
+    table = pads.dataset(run_dir / METRICS_DIR, format="parquet").to_table()
+    return sorted(table.to_pylist(), key=lambda r: (r["trial_id"], r["iteration"], r["task_index"]))
+
+
+def test_setup_repairs_a_compaction_cut_short_and_compact_merges(tmp_path):
+    run_dir = tmp_path / "run"
+    run = RunFiles(str(run_dir))
+    run.makedirs(METRICS_DIR)
+    # trial a: the driver died after writing the merged 1..3 file, before deleting part 2
+    run.write_table(rows("a_00000", [1, 2, 3]), METRICS_DIR, "a_00000-1-3.parquet")
+    run.write_table(rows("a_00000", [2]), METRICS_DIR, "a_00000-2-2.parquet")
+    run.write_table(rows("a_00000", [4]), METRICS_DIR, "a_00000-4-4.parquet")  # after it: not covered
+    # trial b (PBT: its iterations jumped 2 -> 5): part 3 lies in the range 1..5, but its rows do not
+    run.write_table(rows("b_00001", [1, 2, 5]), METRICS_DIR, "b_00001-1-5.parquet")
+    run.write_table(rows("b_00001", [3]), METRICS_DIR, "b_00001-3-3.parquet")
+    (run_dir / METRICS_DIR / ".tmp-0123-a_00000-5-5.parquet").write_bytes(b"half a file")
+    expected = sorted(rows("a_00000", [1, 2, 3, 4]).to_pylist() + rows("b_00001", [1, 2, 3, 5]).to_pylist(),
+                      key=lambda r: (r["trial_id"], r["iteration"], r["task_index"]))
+
+    sink = ParquetResults(str(run_dir), "s", TASKS, 1.0, 0.0)
+    sink.setup()
+    assert metrics_dir_names(run_dir) == {"a_00000-1-3.parquet", "a_00000-4-4.parquet",
+                                          "b_00001-1-5.parquet", "b_00001-3-3.parquet"}
+    assert read_all(run_dir) == expected  # each row once, none lost
+    assert ("a_00000", 4) in sink._written and ("b_00001", 3) in sink._written
+
+    sink.compact("a_00000")
+    sink.compact("b_00001")
+    assert metrics_dir_names(run_dir) == {"a_00000-1-4.parquet", "b_00001-1-5.parquet"}
+    assert read_all(run_dir) == expected  # same rows, timestamps included
+
+    sink.compact("a_00000")  # one file already: nothing to do
+    assert metrics_dir_names(run_dir) == {"a_00000-1-4.parquet", "b_00001-1-5.parquet"}
