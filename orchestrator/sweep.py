@@ -4,27 +4,41 @@ Everything the user typed is checked before Ray starts and before anything is wr
 input is one ``error: ...`` line on stderr and exit code 2. While the sweep runs there is one
 line per finished trial; at the end it prints where the results are, the best configurations
 and the analysis command. ``--resume`` continues the sweep ``--name`` after its driver died
-(``Tuner.restore``); it reuses the settings stored with that sweep, so other flags are ignored.
+(``Tuner.restore``); it reuses the settings stored with that sweep, so only ``--name``,
+``--storage`` and ``--address`` may be given with it (any other flag is an error).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import search_spaces as ss
+
+if TYPE_CHECKING:
+    from orchestrator.results import RunFiles
 
 TUNER_STATE_FILE = "tuner.pkl"  # written by Tune into every experiment directory
 SWEEP_FILE = "sweep.json"
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# trials.parquet has fid_<task>/kid_<task> and fid_mean/kid_mean columns
+RESERVED_TASK_NAMES = ("mean",)
+RESUME_FLAGS = ("name", "storage", "address", "resume")  # the rest come from the stored sweep
+# gRPC runs on HTTP/2: a client opens with this preface and an empty SETTINGS frame, and a gRPC
+# server (Ray's GCS) answers with a SETTINGS frame of its own.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_SETTINGS_FRAME = 0x04
+ADDRESS_TIMEOUT_S = 5.0
 
 
 class UsageError(Exception):
@@ -36,23 +50,33 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="default", help="sweep name (%s) or FILE.yaml" % ", ".join(ss.available_spaces()))
+def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``typed_only``: no defaults, so a parse holds just what was typed."""
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if typed_only else value
+
+    p = _Parser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0],
+                argument_default=argparse.SUPPRESS if typed_only else None)
+    p.add_argument("--space", default=default("default"), help="sweep name (%s) or FILE.yaml" % ", ".join(ss.available_spaces()))
     p.add_argument("--data", help="task spec, overrides the sweep file's (digits, digits:classes=0,1, "
                                   "digits:domains=plain,inverted, npz:PATH, folder:PATH, shapes:tasks=4)")
     p.add_argument("--num-samples", type=int, help="number of shared configurations (each runs at every seed)")
     p.add_argument("--iterations", type=int, help="reports (train + evaluate rounds) per trial")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fraction of one GPU, 0..1 (e.g. 0.25)")
+    p.add_argument("--cpus-per-trial", type=float, default=default(1.0))
+    p.add_argument("--gpus-per-trial", type=float, default=default(0.0), help="fraction of one GPU, 0..1 (e.g. 0.25)")
     p.add_argument("--search", choices=ss.SEARCHES, help="random | grid | optuna (default: the sweep file's)")
     p.add_argument("--scheduler", choices=ss.SCHEDULERS, help="fifo | asha | pbt (default: the sweep file's)")
-    p.add_argument("--storage", default="./results", help="directory holding the sweeps (default ./results)")
+    p.add_argument("--storage", default=default("./results"), help="directory holding the sweeps (default ./results)")
     p.add_argument("--name", help="sweep name (default <space>-YYYYmmdd-HHMMSS); with --resume, the sweep to continue")
     p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: start a local Ray")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after its driver died")
     return p
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """The options the user typed (by dest), whatever their value -- defaults excluded."""
+    return set(vars(build_parser(typed_only=True).parse_args(argv)))
 
 
 # ------------------------------------------------------------------------------ validation
@@ -73,8 +97,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.iterations is not None and args.iterations < 1:
         raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
-    if not args.cpus_per_trial > 0:
-        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
+        raise UsageError(f"--cpus-per-trial must be a finite number > 0, got {args.cpus_per_trial}")
     if not 0 <= args.gpus_per_trial <= 1:
         raise UsageError(f"--gpus-per-trial must be between 0 and 1 (a trial uses at most one GPU), "
                          f"got {args.gpus_per_trial}")
@@ -97,11 +121,62 @@ def _cluster_address(address: str) -> tuple[str, int]:
 
 
 def _check_reachable(address: str) -> None:
+    """Refuse an address where no Ray cluster answers, within ADDRESS_TIMEOUT_S.
+
+    ray.init in Ray 2.60 waits forever on a port that accepts connections but is not Ray's GCS
+    (its GcsClient constructor never returns, whatever RAY_gcs_rpc_server_connect_timeout_s or
+    RAY_gcs_server_port_wait_time_s say), so the GCS is probed first: it speaks gRPC, i.e.
+    HTTP/2, and answers a client's connection preface with a SETTINGS frame."""
     host, port = _cluster_address(address)
+    where = f"--address {address}: cannot reach a Ray cluster at {host}:{port}"
     try:
-        socket.create_connection((host, port), timeout=3).close()
+        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return  # a TLS handshake comes first: leave it to ray.init
+            conn.settimeout(ADDRESS_TIMEOUT_S)
+            conn.sendall(HTTP2_PREFACE)
+            reply = b""
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as e:  # refused, unreachable, or no answer in time
+        raise UsageError(f"{where} ({e.strerror or e or type(e).__name__})") from None
+    if len(reply) < 9 or reply[3] != HTTP2_SETTINGS_FRAME:
+        raise UsageError(f"{where} (something else listens there: it does not speak gRPC)")
+
+
+def _check_storage_writable(storage: RunFiles) -> None:
+    """Refuse a --storage the sweep could not write, before Ray starts.
+
+    Local: the nearest existing directory on the way must take a new entry. Access bits are not
+    enough (root passes them, yet cannot create anything in /proc), so a probe directory is made
+    and removed at once. URI: the storage root is created (a no-op where it exists)."""
+    if storage.local:
+        parent = Path(storage.path)
+        while not _exists(parent) and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--storage {storage.location}: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--storage {storage.location}: {parent} is not writable")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".mtgan-probe-", dir=parent))
+        except OSError as e:
+            raise UsageError(f"--storage {storage.location}: cannot write in {parent} ({e.strerror or e})") from None
+        return
+    try:
+        storage.makedirs()
     except OSError as e:
-        raise UsageError(f"--address {address}: cannot reach a Ray cluster at {host}:{port} ({e.strerror or e})") from None
+        raise UsageError(f"--storage {storage.location}: {str(e).splitlines()[0]}") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a parent that is not searchable
+        return False
 
 
 def _validate_trials(spec: ss.SweepSpec, n_tasks: int) -> list[dict[str, Any]]:
@@ -136,15 +211,23 @@ def _load_task_names(spec: ss.SweepSpec) -> list[str]:
 class Plan:
     """Everything a validated command line resolved to."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, given: set[str] | None = None) -> None:
+        """``given``: the flags typed explicitly (explicit_flags), checked against --resume."""
         self.args = args
         from orchestrator.results import RunFiles
 
+        if args.resume and given is not None:
+            ignored = sorted(given - set(RESUME_FLAGS))
+            if ignored:
+                flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
+                raise UsageError(f"--resume continues a sweep with its stored settings; drop {flags} "
+                                 f"(only --name, --storage and --address go with --resume)")
         try:  # a local directory or a URI such as s3://bucket/prefix
             self.storage = RunFiles(args.storage)
             self.storage.exists()
         except (OSError, ValueError) as e:
             raise UsageError(f"--storage {args.storage}: {str(e).splitlines()[0]}") from None
+        _check_storage_writable(self.storage)
         self.resume = args.resume
         if args.name is not None and not NAME_PATTERN.match(args.name):
             raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
@@ -175,6 +258,10 @@ class Plan:
             if self.spec.scheduler == "pbt" and self.spec.search == "optuna":
                 raise UsageError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
             self.task_names = _load_task_names(self.spec)
+            reserved = [t for t in self.task_names if t in RESERVED_TASK_NAMES]
+            if reserved:
+                raise UsageError(f"--data {self.spec.data}: task name {reserved[0]!r} is reserved "
+                                 f"(trials.parquet has fid_mean/kid_mean columns); rename that task")
             self.trials = _validate_trials(self.spec, len(self.task_names))
             self.name = args.name or f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.run = RunFiles(self.storage.uri(self.name))
@@ -199,15 +286,27 @@ class Plan:
 
 # ---------------------------------------------------------------------------------- running
 def _start_ray(plan: Plan) -> bool:
-    """Connect to or start Ray; returns whether we started it (and must shut it down)."""
+    """Connect to or start Ray; returns whether we started it (and must shut it down).
+    Raises UsageError, with Ray shut down again, where the trials could never be placed."""
     import ray
 
     if plan.args.address:
-        ray.init(address=plan.args.address, log_to_driver=True)
+        try:
+            ray.init(address=plan.args.address, log_to_driver=True)
+        except Exception as e:  # ConnectionError, RuntimeError, TimeoutError, auth errors...
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise UsageError(f"--address {plan.args.address}: cannot join the Ray cluster "
+                             f"({type(e).__name__}: {lines[0] if lines else 'no message'})") from None
         started = True
     elif ray.is_initialized():
         started = False  # e.g. the tests' session Ray: use it
     else:
+        # Checked before Ray starts (Ray's start-up lines would join the error line): the
+        # embedded Ray gets the CPUs its own count finds (cgroup limits included).
+        from ray._private.utils import get_num_cpus
+        if plan.cpus > get_num_cpus():
+            raise UsageError(f"--cpus-per-trial {plan.cpus:g}: this machine has {get_num_cpus()} CPUs for Ray "
+                             f"(trials would wait forever)")
         if plan.gpus > 0:
             import torch
             if torch.cuda.device_count() == 0:
@@ -215,29 +314,50 @@ def _start_ray(plan: Plan) -> bool:
                                  f"(trials would wait forever); use --gpus-per-trial 0 or --address")
         ray.init(include_dashboard=False)
         started = True
+    try:
+        _check_trials_fit(plan)
+    except UsageError:
+        if started:
+            ray.shutdown()
+        raise
+    return started
+
+
+def _check_trials_fit(plan: Plan) -> None:
+    """A trial asking for more than any node has would wait forever: refuse it, unless the joined
+    cluster has an autoscaler that may launch a node big enough."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    largest_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    if plan.cpus > largest_cpus:
+        if plan.args.address and _autoscaler_can_add("CPU", plan.cpus):
+            print(f"note: no node has {plan.cpus:g} CPUs yet; the cluster's autoscaler may launch one",
+                  file=sys.stderr, flush=True)
+        else:
+            raise UsageError(f"--cpus-per-trial {plan.cpus:g}: the largest node of the Ray cluster has "
+                             f"{largest_cpus:g} CPUs (trials would wait forever)")
     if plan.gpus > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
-        if plan.args.address and _autoscaler_can_add_gpus():
+        if plan.args.address and _autoscaler_can_add("GPU", plan.gpus):
             # `ray up cluster.yaml` starts GPU worker types at min_workers 0: the autoscaler
             # launches them when the trials ask for GPUs.
             print("note: no GPU node in the cluster yet; its autoscaler will launch GPU workers",
                   file=sys.stderr, flush=True)
         else:
-            if started:
-                ray.shutdown()
             raise UsageError(f"--gpus-per-trial {plan.gpus}: the Ray cluster has no GPUs (trials would wait forever)")
-    return started
 
 
-def _autoscaler_can_add_gpus() -> bool:
-    """Whether the joined cluster runs an autoscaler that may add GPU nodes."""
+def _autoscaler_can_add(resource: str, amount: float) -> bool:
+    """Whether the joined cluster runs an autoscaler that may add nodes with ``amount`` of
+    ``resource`` (Ray's name: "CPU", "GPU")."""
     from ray._private.state import state
     from ray.experimental.internal_kv import _internal_kv_get
 
     # Autoscaler v2 publishes its node types' resources; the v1 autoscaler (the default)
-    # only its status, so there we trust that its config has GPU worker types.
+    # only its status, so there we trust that its config has such worker types.
     max_resources = state.get_max_resources_from_cluster_config()
     if max_resources is not None:
-        return max_resources.get("GPU", 0) > 0
+        return max_resources.get(resource, 0) >= amount
     return _internal_kv_get("__autoscaling_status") is not None
 
 
@@ -317,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     # times (so a resume never points at a deleted checkpoint) and warns about each one.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
-        plan = Plan(build_parser().parse_args(argv))
+        plan = Plan(build_parser().parse_args(argv), given=explicit_flags(argv))
         started = _start_ray(plan)
     except (UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +33,13 @@ def assert_rejected(argv: list[str], storage: Path, capsys, needle: str) -> None
 def bad_inputs(tmp_path: Path, make_files: bool = True) -> dict[str, tuple[list[str], str]]:
     garbage = tmp_path / "garbage.npz"
     empty_task = tmp_path / "empty.npz"
+    task_named_mean = tmp_path / "mean.npz"
+    regular_file = tmp_path / "a-file"
     if make_files:
         garbage.write_bytes(b"this is not an npz file")
         np.savez(empty_task, a=np.zeros((5, 8, 8), np.uint8), b=np.zeros((0, 8, 8), np.uint8))
+        np.savez(task_named_mean, mean=np.zeros((8, 8, 8), np.uint8), b=np.zeros((8, 8, 8), np.uint8))
+        regular_file.write_text("not a directory")
     w = (lambda *a, **k: write_space(tmp_path, *a, **k)) if make_files else (lambda *a, **k: "x.yaml")
     return {
         "unknown space": (["--space", "nope"], "unknown space 'nope'"),
@@ -56,6 +62,14 @@ def bad_inputs(tmp_path: Path, make_files: bool = True) -> dict[str, tuple[list[
         "pbt with optuna": (["--space", "smoke", "--search", "optuna", "--scheduler", "pbt"], "pbt"),
         "unknown flag": (["--space", "smoke", "--epochs", "3"], "--epochs"),
         "unknown storage scheme": (["--space", "smoke", "--storage", "nosuch://bucket/x"], "--storage"),
+        # root may write anywhere by its access bits, yet creates nothing under /proc
+        "storage in /proc": (["--space", "smoke", "--storage", "/proc/mtgan-results"], "cannot write in /proc"),
+        "storage under a file": (["--space", "smoke", "--storage", f"{regular_file}/results"], "is not a directory"),
+        "cpus infinite": (["--space", "smoke", "--cpus-per-trial", "inf"], "--cpus-per-trial must be a finite"),
+        "cpus nan": (["--space", "smoke", "--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite"),
+        "resume with other flags": (["--resume", "--name", "never-ran", "--cpus-per-trial", "2", "--space", "smoke"],
+                                    "drop --cpus-per-trial, --space"),
+        "reserved task name": (["--space", "smoke", "--data", f"npz:{task_named_mean}"], "'mean' is reserved"),
     }
 
 
@@ -71,9 +85,63 @@ def test_existing_name_is_refused(tmp_path, capsys):
     assert_rejected(["--space", "smoke", "--name", "taken"], storage, capsys, "already exists")
 
 
+def test_more_cpus_than_any_node(ray_local, tmp_path, capsys):
+    # the session Ray has 2 CPUs: a trial asking for 3 would wait forever
+    assert_rejected(["--space", "smoke", "--cpus-per-trial", "3"], tmp_path / "results", capsys,
+                    "--cpus-per-trial 3: the largest node of the Ray cluster has 2 CPUs")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_address_of_a_web_server(tmp_path, capsys):
+    # the port is open but not Ray's: ray.init would wait on it forever
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.1)
+        assert_rejected(["--space", "smoke", "--address", f"127.0.0.1:{port}"], tmp_path / "results", capsys,
+                        "does not speak gRPC")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_address_that_never_answers(tmp_path, capsys):
+    # accepts connections (the kernel does, from the backlog) and never says a word
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        assert_rejected(["--space", "smoke", "--address", f"127.0.0.1:{silent.getsockname()[1]}"],
+                        tmp_path / "results", capsys, "cannot reach a Ray cluster")
+        assert time.monotonic() - started < 30
+
+
 def test_gpus_on_a_ray_without_gpus(ray_local, tmp_path, capsys):
     # the session Ray has 2 CPUs and no GPU: trials asking for one would wait forever
     assert_rejected(["--space", "smoke", "--gpus-per-trial", "0.5"], tmp_path / "results", capsys, "no GPU")
+
+
+def assert_rejected_before_ray_starts(argv: list[str], storage: Path, needle: str) -> None:
+    """As a user runs it, with no Ray around: the embedded Ray's start-up lines would show."""
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *argv, "--storage", str(storage)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr
+    assert not storage.exists()
 
 
 def test_gpus_on_a_machine_without_gpus_before_ray_starts(tmp_path):
@@ -81,11 +149,11 @@ def test_gpus_on_a_machine_without_gpus_before_ray_starts(tmp_path):
 
     if torch.cuda.device_count() > 0:
         pytest.skip("this machine has a GPU")
-    storage = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--space", "smoke", "--gpus-per-trial",
-                           "0.25", "--storage", str(storage)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
-    assert "no GPU" in proc.stderr
-    assert not storage.exists()
+    assert_rejected_before_ray_starts(["--space", "smoke", "--gpus-per-trial", "0.25"], tmp_path / "results", "no GPU")
+
+
+def test_more_cpus_than_this_machine_before_ray_starts(tmp_path):
+    from ray._private.utils import get_num_cpus
+
+    assert_rejected_before_ray_starts(["--space", "smoke", "--cpus-per-trial", str(get_num_cpus() + 1)],
+                                      tmp_path / "results", "CPUs for Ray")

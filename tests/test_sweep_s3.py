@@ -110,3 +110,12 @@ def test_analyze_missing_s3_run_is_one_line(s3_endpoint: str, monkeypatch: pytes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_storage_in_a_missing_bucket_is_one_line(s3_endpoint: str) -> None:
+    done = run_sweep(s3_endpoint, "--space", "smoke", "--storage", "s3://no-such-bucket/runs", "--name", "x")
+    assert done.returncode == 2, done.stderr[-3000:]
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --storage s3://no-such-bucket/runs: "), err
+    buckets = [i.path for i in s3_filesystem(s3_endpoint).get_file_info(pafs.FileSelector("/"))]
+    assert "no-such-bucket" not in buckets  # nothing written
