@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         gan.train(min(args.every, args.steps - gan.step))
         train_time += time.perf_counter() - t0
         report(time.perf_counter() - start)
-    floor = " ".join(f"{r['fid']:7.2f}" for r in gan._metrics.real_floor())
+    floor = " ".join(f"{r['fid']:7.2f}" for r in gan.metrics().real_floor())
     print(f"real-vs-real FID floor (held-out vs train): {floor}")
     print(f"{gan.step * gan.tasks.n_tasks / train_time:,.0f} task-steps/s while training")
     if args.out:

@@ -6,7 +6,7 @@ at once, then (soft sharing) S ← mean_i θ_i. Losses are weighted by λ_i; the
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,6 +14,9 @@ import torch
 from trainables.config import GANConfig
 from trainables.data import TaskSet, load_tasks
 from trainables.model import build_networks, discriminator_loss, generator_loss
+
+if TYPE_CHECKING:
+    from trainables.metrics import TaskMetrics
 
 # Evaluation noise is fixed per trial so successive evaluations compare like with like and
 # never consume the training random stream.
@@ -157,13 +160,17 @@ class MultiTaskGAN:
         x = self.G(z)
         return x.reshape(self.tasks.n_tasks, k, *self.image_shape).cpu().numpy()
 
-    def evaluate(self) -> list[dict[str, float]]:
-        """Per-task quality of ``eval_samples`` generated images against the held-out split."""
+    def metrics(self) -> "TaskMetrics":
+        """The TaskMetrics of the reference tasks, built on first use (it trains or loads a classifier)."""
         if self._metrics is None:
-            from trainables.metrics import TaskMetrics  # built lazily: it trains/loads a classifier
+            from trainables.metrics import TaskMetrics
             self._metrics = TaskMetrics(self.reference_tasks(), cache_dir=self._metrics_cache_dir,
                                         device=str(self.device))
-        return self._metrics.evaluate(self.sample(self.config.eval_samples))
+        return self._metrics
+
+    def evaluate(self) -> list[dict[str, float]]:
+        """Per-task quality of ``eval_samples`` generated images against the held-out split."""
+        return self.metrics().evaluate(self.sample(self.config.eval_samples))
 
     def reference_tasks(self) -> TaskSet:
         """The uncapped tasks that metrics are computed against (see __init__)."""
