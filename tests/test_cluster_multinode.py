@@ -223,19 +223,22 @@ def test_node_loss_resumes_trials_from_their_checkpoints(two_nodes: HeldCluster,
     (survivor,) = two_nodes.worker_ips
 
     # Every result the driver received for the victim, in order: iterations before the loss on
-    # the dead node, then the rest on the survivor, continuing from the last checkpoint.
+    # the dead node, then the rest on the survivor, continuing from the last checkpoint. That
+    # checkpoint may be behind the last result (the node can die after a result arrived but
+    # before its checkpoint was registered): those iterations then run again, but nothing
+    # restarts from scratch (and the Parquet keeps one row per iteration, checked above).
     history = _read_json_lines(run_dir / trial_id / "result.json")
-    done_iterations = [r["iteration"] for r in history]
-    assert done_iterations == list(range(1, iterations + 1)), f"restarted or repeated: {done_iterations}"
-    before = [r for r in history if r["node_ip"] == dead_ip]
-    after = [r for r in history if r["node_ip"] != dead_ip]
+    before = [r["iteration"] for r in history if r["node_ip"] == dead_ip]
+    after = [r["iteration"] for r in history if r["node_ip"] != dead_ip]
     assert before and after, "the trial did not run on both sides of the node loss"
-    assert {r["node_ip"] for r in after} == {survivor}
-    assert min(r["iteration"] for r in after) == max(r["iteration"] for r in before) + 1
+    assert {r["node_ip"] for r in history if r["node_ip"] != dead_ip} == {survivor}
+    assert before == list(range(1, len(before) + 1)), f"before the loss: {before}"
+    assert after == list(range(after[0], iterations + 1)), f"after the loss: {after}"
+    assert 2 <= after[0] <= max(before) + 1, f"resumed at {after[0]} after {before}: not from its checkpoint"
     assert trials.set_index("trial_id").loc[trial_id, "node_ip"] == survivor
     # The restored trial's rows were written after the node was gone.
     victim_rows = metrics[metrics["trial_id"] == trial_id]
-    resumed = victim_rows[victim_rows["iteration"] > max(r["iteration"] for r in before)]
+    resumed = victim_rows[victim_rows["iteration"] > max(before)]
     assert (resumed["timestamp"] > removed_at).all()
 
 
