@@ -99,7 +99,6 @@ class Analysis:
     resamples: int
     pairs: pd.DataFrame            # one row per pair: shared, base (trial numbers), config, iteration, ...
     benefit: np.ndarray            # (P, K) paired benefit per task
-    relative: np.ndarray           # (P, K) relative benefit in percent
     dmtl: np.ndarray               # (P,) ΔMTL per pair
     configs: pd.DataFrame          # one row per shared configuration, with stats
     best_config: str               # exploratory: the highest mean ΔMTL, selected on the same seeds
@@ -413,8 +412,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     relative_scale = None
     if metric in stats.UNSTABLE_RELATIVE:  # per-task median of the usable baselines at their last iteration
         relative_scale = pd.DataFrame(values[base_idx, last_iter[base_idx]]).median().to_numpy(float)
-    relative = stats.relative_benefit_pct(m_shared, m_base, metric, relative_scale)
-    dmtl = stats.nanmean_rows(relative)
+    dmtl = stats.delta_mtl(m_shared, m_base, metric, relative_scale)
 
     pairs = pd.DataFrame({
         "shared": shared_paired, "base": base_paired, "config": pair_config,
@@ -549,7 +547,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     if data.orphan_metric_rows:
         notes.append(f"{data.orphan_metric_rows} metric row(s) belong to no trial in trials.parquet (a trial "
                      f"the writer had not recorded yet) and were ignored.")
-    return Analysis(data=data, resamples=resamples, pairs=pairs, benefit=benefit, relative=relative, dmtl=dmtl,
+    return Analysis(data=data, resamples=resamples, pairs=pairs, benefit=benefit, dmtl=dmtl,
                     configs=configs, best_config=best_config, best_table=best_table, pooled=pooled,
                     by_mode=by_mode, excluded=excluded, status_counts=status_counts, divergence=divergence,
                     usable=usable, last_iter=last_iter, verdicts=verdicts, n_eligible=int(eligible.sum()),

@@ -87,10 +87,10 @@ def relative_benefit_pct(shared: np.ndarray, base: np.ndarray, metric: str,
         return 100.0 * paired_benefit(shared, base, metric) / denom
 
 
-def delta_mtl(shared: np.ndarray, base: np.ndarray, metric: str) -> np.ndarray:
-    """ΔMTL per row of (pairs, tasks) arrays: mean relative benefit over the tasks, in percent."""
-    rel = relative_benefit_pct(shared, base, metric)
-    return nanmean_rows(rel)
+def delta_mtl(shared: np.ndarray, base: np.ndarray, metric: str, scale: np.ndarray | None = None) -> np.ndarray:
+    """ΔMTL per row of (pairs, tasks) arrays: mean relative benefit over the tasks, in percent
+    (``scale`` as in :func:`relative_benefit_pct`)."""
+    return nanmean_rows(relative_benefit_pct(shared, base, metric, scale))
 
 
 def nanmean_rows(x: np.ndarray) -> np.ndarray:
