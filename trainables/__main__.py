@@ -9,32 +9,77 @@ metric classifier assigns to the right task, then the real-vs-real FID floor.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from trainables.config import GANConfig
+from trainables.config import MODES, GANConfig
 from trainables.train import MultiTaskGAN
+
+DESCRIPTION = """\
+Train one multi-task GAN (one generator and discriminator per task, sharing through S)
+on this machine, without Ray, and print its quality every --every steps: per-task FID
+(lower is better) and the fraction of samples the metric classifier assigns to the right
+task. At the end it prints the real-vs-real FID floor and the training speed."""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (not argparse's usage block)
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m trainables", description=DESCRIPTION)
+    p.add_argument("--data", default=GANConfig.data,
+                   help="task spec: digits, digits:classes=0,1, digits:domains=plain,inverted, "
+                        "npz:PATH, folder:PATH, shapes:tasks=4 (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps, each one D and one G update of every task (default: %(default)s)")
+    p.add_argument("--every", type=int, default=500, help="evaluate every this many steps (default: %(default)s)")
+    p.add_argument("--mode", default=GANConfig.mode, choices=MODES,
+                   help="sharing: independent (none), soft (pull of strength alpha towards S), hard (tied layers) (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=GANConfig.alpha, help="sharing strength in soft mode, >= 0 (default: %(default)s)")
+    p.add_argument("--samples-per-task", type=int, default=None,
+                   help="training images per task (default: all of the task's training split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise (default: %(default)s)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default here: %(default)s)")
+    p.add_argument("--out", default=None, help="write a PNG grid of samples here at the end (default: none)")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.steps < 1:
+        raise _UsageError(f"--steps must be >= 1, got {args.steps}")
+    if args.every < 1:
+        raise _UsageError(f"--every must be >= 1, got {args.every}")
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        raise _UsageError(f"--device {args.device}: {str(e).splitlines()[0]}") from None
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise _UsageError(f"--device {args.device}: torch sees no CUDA GPU on this machine")
+    if args.out is not None:
+        parent = Path(args.out).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise _UsageError(f"--out {args.out}: {parent} is not a writable directory")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainables", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=GANConfig.data)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--every", type=int, default=500)
-    parser.add_argument("--mode", default=GANConfig.mode)
-    parser.add_argument("--alpha", type=float, default=GANConfig.alpha)
-    parser.add_argument("--samples-per-task", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=None, help="write a PNG grid of samples here at the end")
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+        _check(args)
         config = GANConfig(data=args.data, mode=args.mode, alpha=args.alpha, seed=args.seed,
                            samples_per_task=args.samples_per_task)
         gan = MultiTaskGAN(config, device=args.device)
-    except ValueError as err:
+    except (_UsageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
