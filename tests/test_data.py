@@ -1,6 +1,10 @@
 """Tasks and data: real sklearn digits, real .npz files and PNG folders, synthetic shapes."""
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -272,13 +276,53 @@ def test_folder_errors(tmp_path: Path) -> None:
         "sizes": "'b/1.png' is 9×8 (W×H), but 'a/0.png' is 8×8",
         "badname": "task name 'a b' is not allowed",
         "broken": "'a/1.png' is not a readable image",
-        "tiny": "3×3 images",
+        "tiny": "'a/0.png' is 3×3 (W×H) — expected 4×4",
     }
     for name, needle in cases.items():
         with pytest.raises(ValueError) as error:
             load_tasks(f"folder:{tmp_path / name}")
         message = str(error.value)
         assert message.startswith(str(tmp_path / name)) and needle in message, (name, message)
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares width×height 8-bit grayscale but carries no pixel data at all: decoding
+    it fails, so an error about its size proves the size was read from the header first."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+
+
+def test_folder_sizes_come_from_headers_and_bombs_are_one_line(tmp_path: Path) -> None:
+    png_header_only(tmp_path / "huge" / "a" / "0.png", 8000, 8000)
+    png_header_only(tmp_path / "bomb" / "a" / "0.png", 100_000, 100_000)  # 10^10 pixels
+    cases = {"huge": "'a/0.png' is 8000×8000 (W×H) — expected 4×4 .. 64×64",
+             "bomb": "'a/0.png' declares more pixels than PIL will decode"}
+    for name, needle in cases.items():
+        with pytest.raises(ValueError) as error:
+            load_tasks(f"folder:{tmp_path / name}")
+        message = str(error.value)
+        assert message.startswith(str(tmp_path / name)) and needle in message and "\n" not in message
+
+
+def test_npz_declared_size_is_checked_before_reading(tmp_path: Path) -> None:
+    # A member whose .npy header declares 60 GiB of uint8 followed by no data: a few bytes on
+    # disk. Reading it would be a MemoryError (or worse, swap); the header alone must refuse it.
+    path = tmp_path / "huge.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (15_728_640, 64, 64)})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("cats.npy", header.getvalue())  # magic + header, no data
+    with pytest.raises(ValueError) as error:
+        load_tasks(f"npz:{path}")
+    message = str(error.value)
+    assert message.startswith(f"{path}: task 'cats' declares shape (15728640, 64, 64) of uint8 (60 GiB)")
+    assert "available memory" in message and "\n" not in message
 
 
 # ----------------------------------------------------------------------------- shapes

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import os
 import re
 import zipfile
 import zlib
@@ -410,6 +412,8 @@ def _load_npz(spec: str, parsed: DataSpec):
             raise ValueError(f"{source}: holds no arrays — expected one array per task")
         for name in archive.files:
             _check_task_name(source, name)
+        _check_npz_declared_sizes(source, path)
+        for name in archive.files:
             try:
                 array = archive[name]
             except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -446,6 +450,70 @@ def _load_npz(spec: str, parsed: DataSpec):
     return named, source
 
 
+def _check_image_header(source: str, relative: Path, size: tuple[int, int],
+                        reference: tuple[Path, tuple[int, int]] | None) -> None:
+    """Refuse an image by the size its header declares, before any pixel is decoded."""
+    width, height = size
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+        raise ValueError(f"{source}: {str(relative)!r} is {width}×{height} (W×H) — expected "
+                         f"{MIN_SIDE}×{MIN_SIDE} .. {MAX_SIDE}×{MAX_SIDE}")
+    if reference is not None and size != reference[1]:
+        raise ValueError(f"{source}: {str(relative)!r} is {width}×{height} "
+                         f"(W×H), but {str(reference[0])!r} is "
+                         f"{reference[1][0]}×{reference[1][1]} — all images must match")
+
+
+def available_memory_bytes() -> int:
+    """Memory this machine can give a new allocation now (MemAvailable on Linux, else total RAM)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 34  # 16 GiB: an unknown machine is assumed ordinary, not unbounded
+
+
+def _check_npz_declared_sizes(source: str, path: Path) -> None:
+    """Refuse an archive whose members declare more than the machine can hold, before reading any.
+
+    Each member's .npy header states its shape and dtype; loading needs the raw array plus a
+    float32 copy, and that total must stay under half the memory available now (a header can
+    declare 60 GiB in a few bytes of a compressed file)."""
+    cap = available_memory_bytes() // 2
+    needed = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                name = info.filename[:-len(".npy")]
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version}")
+                count = math.prod(shape)
+                needed += count * (dtype.itemsize + 4)
+                if needed > cap:
+                    raise ValueError(
+                        f"{source}: task {name!r} declares shape {tuple(shape)} of {dtype} "
+                        f"({count * dtype.itemsize / 2**30:.3g} GiB) — loading the archive needs more than "
+                        f"half of this machine's available memory ({cap * 2 / 2**30:.3g} GiB)")
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(exc).startswith(f"{source}: ") else
+                         f"{source}: a member's .npy header cannot be read ({exc})".splitlines()[0]) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{source}: not a readable .npz file ({type(exc).__name__})") from None
+
+
 def _load_folder(spec: str, parsed: DataSpec):
     from PIL import Image, UnidentifiedImageError
 
@@ -468,20 +536,23 @@ def _load_folder(spec: str, parsed: DataSpec):
         for file in files:
             relative = file.relative_to(root)
             try:
-                with Image.open(file) as opened:
+                with Image.open(file) as opened:  # reads the header only
+                    _check_image_header(source, relative, opened.size, reference)
                     opened.load()
                     image = opened.copy()
-            except (OSError, UnidentifiedImageError, ValueError):
+            except Image.DecompressionBombError:
+                raise ValueError(f"{source}: {str(relative)!r} declares more pixels than PIL will decode "
+                                 f"(a decompression bomb?) — images must be at most "
+                                 f"{MAX_SIDE}×{MAX_SIDE}") from None
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                if str(exc).startswith(f"{source}: "):
+                    raise
                 raise ValueError(f"{source}: {str(relative)!r} is not a readable image") from None
             if image.mode not in GRAYSCALE_MODES + COLOUR_MODES:
                 raise ValueError(f"{source}: {str(relative)!r} has unsupported image mode "
                                  f"{image.mode!r} — use 8-bit grayscale or colour")
             if reference is None:
                 reference = (relative, image.size)
-            elif image.size != reference[1]:
-                raise ValueError(f"{source}: {str(relative)!r} is {image.size[0]}×{image.size[1]} "
-                                 f"(W×H), but {str(reference[0])!r} is "
-                                 f"{reference[1][0]}×{reference[1][1]} — all images must match")
             images.append((relative, image))
         loaded.append((task_dir.name, images))
     grayscale = all(image.mode in GRAYSCALE_MODES for _, images in loaded for _, image in images)
