@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import socket
 import tempfile
 import time
@@ -92,13 +93,35 @@ def _write_checkpoint(directory: Path, gan: MultiTaskGAN, iteration: int, time_s
         np.savez_compressed(directory / SAMPLES_FILE, images=gan.sample(k), tasks=np.array(gan.tasks.names))
 
 
+class UntrustedCheckpointError(RuntimeError):
+    """A checkpoint's state.pt holds something other than tensors and plain containers."""
+
+
+def load_state(path: Path, device: str) -> dict[str, Any]:
+    """Read a checkpoint's state.pt without running any code it may carry.
+
+    The storage may be writable by others (a shared bucket): ``weights_only=True`` lets torch
+    rebuild only tensors and plain containers, so a planted pickle is refused, never executed,
+    and the trial fails with this one line."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's message opens with advice to retry with weights_only=False: name the culprit.
+        reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln),
+                      lines[0] if lines else type(e).__name__)
+        raise UntrustedCheckpointError(
+            f"checkpoint {path}: refused to load ({type(e).__name__}: {reason[:200]}); it is not a "
+            f"state this trainable wrote — delete the checkpoint or restart the trial from scratch") from None
+
+
 def _restore(gan: MultiTaskGAN) -> tuple[int, float, dict[str, list[float]] | None]:
     """Load the trial's checkpoint, if any: (completed iterations, seconds spent, last losses)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return 0, 0.0, None
     with checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / STATE_FILE, map_location=gan.device, weights_only=False)
+        state = load_state(Path(directory) / STATE_FILE, gan.device)
         meta = json.loads((Path(directory) / META_FILE).read_text())
     # Under PBT a trial continues another trial's weights with a mutated config (that is the
     # point of PBT), so the checkpoint's recorded config is replaced by this trial's.
