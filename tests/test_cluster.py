@@ -5,9 +5,11 @@ No cloud calls and no Ray cluster: these run in about a second.
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 import yaml
 
 from orchestrator.cluster import main as cluster_main
-from orchestrator.cluster import validate_cluster_config
+from orchestrator.cluster import create_security_group, security_problems, validate_cluster_config
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -139,16 +141,101 @@ def test_dashboard_bound_to_localhost(raw: dict) -> None:
         assert "0.0.0.0" not in command
 
 
-def test_security_group_admits_only_ssh_from_outside(raw: dict) -> None:
-    # The AWS launcher creates the group with an intra-cluster rule and SSH (22);
-    # anything in IpPermissions is added on top, so only port 22 may be there.
+def test_security_group_is_dedicated_and_states_ssh_from_a_cidr_only(raw: dict) -> None:
+    # Ray's launcher opens SSH to 0.0.0.0/0 when it creates a group, and uses an existing group
+    # unchanged: the file must state the whole outside ingress (SSH from a CIDR), created by
+    # --create-security-group.
     security_group = raw["provider"]["security_group"]
     assert security_group["GroupName"]
-    for rule in security_group.get("IpPermissions", []):
+    rules = security_group["IpPermissions"]
+    assert rules
+    for rule in rules:
         assert rule.get("IpProtocol") == "tcp" and rule.get("FromPort") == 22 == rule.get("ToPort"), rule
+        cidrs = [r["CidrIp"] for r in rule["IpRanges"]]
+        assert cidrs and "0.0.0.0/0" not in cidrs
     # A node with its own SecurityGroupIds would bypass that group's rules.
     for name, node_type in raw["available_node_types"].items():
         assert "SecurityGroupIds" not in node_type["node_config"], name
+
+
+def _problems(raw: dict, tmp_path: Path, **changes) -> list[str]:
+    broken = copy.deepcopy(raw)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        target = broken
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+    return security_problems(broken, tmp_path)
+
+
+def test_validator_catches_each_security_regression(raw: dict, tmp_path: Path) -> None:
+    assert security_problems(raw, tmp_path) == []
+    token_at_root = {**raw["file_mounts"], "~/.ray/auth_token": "./ray_auth_token"}
+    cases = {
+        "holds the auth token": dict(file_mounts=token_at_root, rsync_exclude=["/.venv"]),
+        "also matches the token's own mount": dict(rsync_exclude=raw["rsync_exclude"] + ["auth_token"]),
+        "mount the auth token alone": dict(file_mounts={"~/mtgan-sweep": "."}),
+        "pipes a download into a shell": dict(setup_commands=["curl -LsSf https://astral.sh/uv/install.sh | sh"]
+                                              + raw["setup_commands"]),
+        "checked with sha256sum -c": dict(setup_commands=[
+            "test -x ~/.local/bin/uv || curl -fsSL -o uv.whl https://example.org/uv-latest.whl"]
+            + [c for c in raw["setup_commands"] if "sha256" not in c]),
+        "mode 600 before Ray starts": dict(setup_commands=[c for c in raw["setup_commands"] if "chmod" not in c]),
+        "must state the SSH rule": dict(provider__security_group__IpPermissions=[]),
+        "SSH from everywhere": dict(provider__security_group__IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]),
+        "opens more than SSH": dict(provider__security_group__IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}]),
+    }
+    for needle, changes in cases.items():
+        problems = _problems(raw, tmp_path, **changes)
+        assert any(needle in p for p in problems), (needle, problems)
+    with_ids = copy.deepcopy(raw)
+    with_ids["available_node_types"]["gpu.1x"]["node_config"]["SecurityGroupIds"] = ["sg-123"]
+    assert any("bypasses" in p for p in security_problems(with_ids, tmp_path))
+
+    token = tmp_path / ".secrets" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("x")
+    token.chmod(0o644)
+    assert any("readable by others" in p for p in security_problems(raw, tmp_path))
+    token.chmod(0o600)
+    assert security_problems(raw, tmp_path) == []
+
+
+def test_cli_help_describes_every_flag() -> None:
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cluster", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Check a Ray cluster-launcher file offline" in done.stdout
+    for flag in ("--create-security-group", "--vpc-id", "config"):
+        described = re.search(rf"{flag}[^\n]*\n?\s+\S+", done.stdout)
+        assert described, flag
+
+
+def test_create_security_group_states_exactly_the_ingress(raw: dict) -> None:
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    with moto.mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-west-2")
+        first = create_security_group(raw, ec2)
+        assert first.startswith("created security group mtgan-sweep-ray")
+        group = ec2.describe_security_groups(GroupNames=["mtgan-sweep-ray"])["SecurityGroups"][0]
+        outside = [(r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), ip["CidrIp"])
+                   for r in group["IpPermissions"] for ip in r.get("IpRanges", [])]
+        stated = raw["provider"]["security_group"]["IpPermissions"][0]
+        assert outside == [("tcp", 22, 22, stated["IpRanges"][0]["CidrIp"])]
+        members = [p["GroupId"] for r in group["IpPermissions"] for p in r.get("UserIdGroupPairs", [])]
+        assert members == [group["GroupId"]]
+        assert "already has exactly the stated ingress" in create_security_group(raw, ec2)
+
+        # Someone opened 6379 to the world: the group is refused, never used as is.
+        ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        with pytest.raises(ValueError, match=r"exists with other ingress rules \(extra: .*6379"):
+            create_security_group(raw, ec2)
 
 
 def test_setup_installs_python311_and_the_pyproject_ray_pin(raw: dict) -> None:
