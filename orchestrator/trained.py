@@ -1,0 +1,62 @@
+"""Load a trained arm of a sweep to sample from it: ``orchestrator.load_trial(run_dir, trial_id)``.
+
+    from orchestrator import load_trial
+    gan = load_trial("results/default-20261127-101500", "9155c_00012")
+    images = gan.sample(16)   # (n_tasks, 16, C, H, W), float32 in [-1, 1]
+
+The model is the trial's latest checkpoint (``<run dir>/<trial_id>/checkpoint_*/state.pt``),
+read with ``torch.load(weights_only=True)`` (tensors and plain values only: nothing in the file
+is executed). ``run_dir`` is a local directory or a URI pyarrow opens (s3://, gs://, file://).
+No Ray is needed: this works on a laptop with the run directory copied from a cluster.
+"""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+STATE_FILE = "state.pt"  # the trainable's checkpoint layout (trainables.tune_trainable)
+
+
+def _location(run_dir: str | Path) -> tuple[pafs.FileSystem, str]:
+    text = str(run_dir)
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), str(Path(text).resolve())
+
+
+def checkpoints(run_dir: str | Path, trial_id: str) -> list[str]:
+    """The trial's checkpoint directories, oldest first (as the run's filesystem names them)."""
+    fs, root = _location(run_dir)
+    trial_dir = f"{root.rstrip('/')}/{trial_id}"
+    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    found = [(int(m[1]), i.path) for i in infos if i.type == pafs.FileType.Directory
+             and (m := CHECKPOINT_DIR.match(i.base_name))]
+    return [path for _, path in sorted(found)]
+
+
+def load_trial(run_dir: str | Path, trial_id: str, device: str = "cpu"):
+    """The trial's model (a ``trainables.train.MultiTaskGAN``) at its latest checkpoint.
+
+    Raises FileNotFoundError when the run has no checkpoint for ``trial_id`` (the message
+    lists the trials that have one)."""
+    import torch
+
+    from trainables.config import GANConfig
+    from trainables.train import MultiTaskGAN
+
+    fs, root = _location(run_dir)
+    kept = checkpoints(run_dir, trial_id)
+    if not kept:
+        trials = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+                        if i.type == pafs.FileType.Directory and checkpoints(run_dir, i.base_name))
+        raise FileNotFoundError(f"no checkpoint of trial {trial_id!r} in {run_dir} "
+                                f"(trials with one: {', '.join(trials) or 'none'})")
+    with fs.open_input_file(f"{kept[-1]}/{STATE_FILE}") as f:
+        state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+    gan = MultiTaskGAN(GANConfig.from_dict(state["config"]), device=device)
+    gan.load_state_dict(state)
+    return gan
