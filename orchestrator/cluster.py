@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from search_spaces.bounded_yaml import load_bounded
 
 
 RAY_TOKEN_PATH = "~/.ray/auth_token"  # where Ray 2.60 reads a node's token (RAY_AUTH_MODE=token)
@@ -56,11 +56,7 @@ def validate_cluster_config(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as e:
         raise ValueError(f"{path}: cannot read cluster config ({e.strerror or e})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        problem = " ".join(str(e).split())
-        raise ValueError(f"{path}: not valid YAML: {problem}") from None
+    raw = load_bounded(text, str(path))  # alias bombs and deep nesting: one line, at once
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a cluster config must be a YAML mapping, got {type(raw).__name__}")
     if not isinstance(raw.get("provider"), dict) or "type" not in raw["provider"]:
@@ -277,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import boto3
 
-            raw = yaml.safe_load(Path(path).read_text())
+            raw = load_bounded(Path(path).read_text(), path)
             ec2 = boto3.client("ec2", region_name=raw["provider"]["region"])
             print(create_security_group(raw, ec2, args.vpc_id))
         except ImportError:
