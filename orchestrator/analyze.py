@@ -60,12 +60,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from orchestrator import stats
+from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, HARD, INDEPENDENT, METRIC_NAMES, METRICS_DIR,
+                                 READABLE_SCHEMA_VERSIONS, REPORT_DIR, RUNNING, SWEEP_FILE, TRIALS_FILE, RunLocation,
+                                 better, is_run_directory, is_uri, location_name, metrics_columns)
 
-EXCLUDED_STATUSES = ("diverged", "ERROR")
 SWEEP_HINT = "python -m orchestrator.sweep"
 BEST_MIN_COVERAGE = 0.9  # share of the best-covered configuration's pairs a "best" candidate must have
 NO_VERDICT_PBT = "no verdict (PBT)"
@@ -129,63 +129,50 @@ class Analysis:
 # Loading
 # ----------------------------------------------------------------------------------------------
 
-def run_location(run_dir: Path | str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path of a run directory: a local path, or a URI the sweep's --storage
-    took (s3://bucket/prefix/name, with pyarrow's ?endpoint_override=...&scheme=http if needed)."""
-    if isinstance(run_dir, str) and "://" in run_dir:
-        try:
-            return pafs.FileSystem.from_uri(run_dir)
-        except (OSError, ValueError) as exc:
-            raise AnalysisError(f"{run_dir}: {str(exc).splitlines()[0]}") from None
-    return pafs.LocalFileSystem(), str(Path(run_dir).resolve())
-
-
-def _uri_child(run_dir: Path | str, name: str) -> Path | str:
-    """A file in a run directory, named as the user would (a path, or a URI with its query last)."""
-    if "://" not in str(run_dir):
-        return Path(run_dir) / name
-    base, mark, query = run_dir.partition("?")
-    return f"{base.rstrip('/')}/{name}{mark}{query}"
+def run_location(run_dir: Path | str) -> RunLocation:
+    """A run directory: a local path, or a URI the sweep's --storage took (s3://bucket/prefix/name,
+    with pyarrow's ?endpoint_override=...&scheme=http if needed)."""
+    try:
+        return RunLocation(run_dir)
+    except (OSError, ValueError) as exc:
+        raise AnalysisError(f"{run_dir}: {str(exc).splitlines()[0]}") from None
 
 
 def _check_run_dir(path: Path | str) -> None:
-    fs, root = run_location(path)
+    run = run_location(path)
     try:
-        kind = fs.get_file_info(root).type
-        if kind == pafs.FileType.Directory:
-            has_trials = fs.get_file_info(f"{root}/trials.parquet").is_file
-            has_metrics = fs.get_file_info(f"{root}/metrics").type == pafs.FileType.Directory
-            children = [] if has_trials and has_metrics else sorted(
-                i.base_name for i in fs.get_file_info(pafs.FileSelector(root))
-                if i.type == pafs.FileType.Directory and fs.get_file_info(f"{i.path}/trials.parquet").is_file)
+        kind_is_dir, exists = run.is_dir(), run.exists()
+        found = kind_is_dir and is_run_directory(run)
+        children = [] if found or not kind_is_dir else [d for d in run.subdirectories() if is_run_directory(run, d)]
     except OSError as exc:
         raise AnalysisError(f"{path} cannot be read ({str(exc).splitlines()[0]})") from None
-    if kind == pafs.FileType.NotFound:
+    if not exists:
         raise AnalysisError(f"run directory {path} does not exist; run `{SWEEP_HINT}` first and pass "
                             f"its <storage>/<name> directory")
-    if kind != pafs.FileType.Directory:
+    if not kind_is_dir:
         raise AnalysisError(f"{path} is not a directory; pass a sweep's <storage>/<name> directory")
-    if not has_trials or not has_metrics:
-        hint = (f" (it holds run directories: did you mean {_uri_child(path, children[0])}?)" if children
+    if not found:
+        hint = (f" (it holds run directories: did you mean {run.uri(children[0])}?)" if children
                 else f"; it must be written by `{SWEEP_HINT}`")
-        raise AnalysisError(f"{path} is not a sweep run directory: no trials.parquet and metrics/ "
+        raise AnalysisError(f"{path} is not a sweep run directory: no {TRIALS_FILE} and {METRICS_DIR}/ "
                             f"found{hint}")
 
 
 def _check_schema_version(column: pa.ChunkedArray | pa.Array, where: Path | str) -> None:
     versions = set(pc.unique(column).to_pylist()) - {None}
-    unknown = sorted(v for v in versions if v != stats.SCHEMA_VERSION)
+    unknown = sorted(v for v in versions if v not in READABLE_SCHEMA_VERSIONS)
     if unknown:
+        readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
         raise AnalysisError(f"{where}: schema_version {unknown[0]} is unknown to this analysis (it reads "
-                            f"version {stats.SCHEMA_VERSION}); update the code or rerun the sweep with "
+                            f"version {readable}); update the code or rerun the sweep with "
                             f"this version of `{SWEEP_HINT}`")
 
 
 def _read_trials(run_dir: Path | str) -> pd.DataFrame:
-    path = _uri_child(run_dir, "trials.parquet")
-    fs, root = run_location(run_dir)
+    run = run_location(run_dir)
+    path = run.uri(TRIALS_FILE)
     try:
-        table = pq.read_table(f"{root}/trials.parquet", filesystem=fs)
+        table = run.read_table(TRIALS_FILE)
     except (pa.ArrowInvalid, OSError) as exc:
         raise AnalysisError(f"{path} cannot be read as Parquet ({str(exc).splitlines()[0]})") from None
     missing = [c for c in ("schema_version", "trial_id", "config_id", "baseline_key", "status", "mode")
@@ -198,11 +185,9 @@ def _read_trials(run_dir: Path | str) -> pd.DataFrame:
 
 def read_scheduler(run_dir: Path | str) -> str | None:
     """The Tune scheduler a run used (sweep.json's spec.scheduler: fifo | asha | pbt), None if unknown."""
-    fs, root = run_location(run_dir)
     try:
-        with fs.open_input_stream(f"{root}/sweep.json") as f:
-            record = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(run_location(run_dir).read_text(SWEEP_FILE))
+    except (OSError, ValueError, AnalysisError):
         return None
     spec = record.get("spec") if isinstance(record, dict) else None
     scheduler = spec.get("scheduler") if isinstance(spec, dict) else None
@@ -210,13 +195,12 @@ def read_scheduler(run_dir: Path | str) -> str | None:
 
 
 def _read_metrics(run_dir: Path | str, metric: str) -> pa.Table:
-    metrics_dir = _uri_child(run_dir, "metrics")
-    fs, root = run_location(run_dir)
-    schema = pa.schema([("schema_version", pa.int32()), ("trial_id", pa.string()), ("iteration", pa.int32()),
-                        ("task", pa.string()), (metric, pa.float64())])
+    run = run_location(run_dir)
+    metrics_dir = run.uri(METRICS_DIR)
+    schema = metrics_columns("schema_version", "trial_id", "iteration", "task", metric)
     try:
         # pyarrow ignores names starting with "." or "_": the writer's .tmp- files are skipped.
-        dataset = ds.dataset(f"{root}/metrics", filesystem=fs, format="parquet", schema=schema)
+        dataset = ds.dataset(run.sub(METRICS_DIR), filesystem=run.fs, format="parquet", schema=schema)
         table = dataset.to_table(columns=schema.names)
     except (pa.ArrowInvalid, OSError) as exc:
         raise AnalysisError(f"{metrics_dir} cannot be read as a Parquet dataset "
@@ -249,7 +233,7 @@ def load_runs(run_dirs: list[Path | str], metric: str) -> RunData:
         raise AnalysisError(f"{run_dirs[0]}/trials.parquet has no trials yet; let `{SWEEP_HINT}` start "
                             f"some trials first")
     total_rows = sum(t.num_rows for t in metric_tables)
-    if total_rows == 0 and trials["status"].isin(EXCLUDED_STATUSES).all():
+    if total_rows == 0 and trials["status"].isin(FAILED_STATUSES).all():
         raise _all_failed(trials, run_dirs)
     if total_rows == 0:
         raise AnalysisError(f"{run_dirs[0]}/metrics has no metric rows yet ({len(trials)} trials, none has "
@@ -313,10 +297,10 @@ def last_true(mask: np.ndarray) -> np.ndarray:
 
 def config_label(row: dict, tasks: list[str], varying: list[str]) -> str:
     mode = row["mode"]
-    if mode == "independent":
-        return "independent"
+    if mode == INDEPENDENT:
+        return INDEPENDENT
     parts = [mode]
-    if mode != "hard":
+    if mode != HARD:
         parts.append(f"α={_fmt_num(row['alpha'])}")
     lams = [row.get(f"lambda_{t}", 1.0) for t in tasks]
     lams = [1.0 if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in lams]
@@ -340,10 +324,10 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     n_trials = len(trials)
     status = trials["status"].astype(str).to_numpy()
     mode = trials["mode"].astype(str).to_numpy()
-    is_base = mode == "independent"
+    is_base = mode == INDEPENDENT
     valid = valid_iterations(values)
     last_iter = last_true(valid)
-    failed = np.isin(status, EXCLUDED_STATUSES)
+    failed = np.isin(status, FAILED_STATUSES)
     no_metrics = ~failed & (last_iter < 0)
     usable = ~failed & ~no_metrics
 
@@ -436,17 +420,17 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     first_mode = first["mode"].astype(str).to_numpy()
     alpha = pd.to_numeric(first["alpha"], errors="coerce").to_numpy(float) if "alpha" in first else np.full(n_cfg, np.nan)
     n_cfg_trials = per_config_count(np.ones(n_trials, bool))
-    n_cfg_diverged = per_config_count(status == "diverged")
+    n_cfg_diverged = per_config_count(status == DIVERGED)
     has_cap = config_cap < len(data.iterations)
     configs = pd.DataFrame({
         "config_id": shared_configs.to_numpy(),
         "label": [config_label(row, tasks, varying) for row in first.to_dict("records")],
         "mode": first_mode,
-        "alpha": np.where(first_mode == "hard", np.inf, alpha),  # hard sharing is the α → ∞ limit
+        "alpha": np.where(first_mode == HARD, np.inf, alpha),  # hard sharing is the α → ∞ limit
         "n_trials": n_cfg_trials,
         "n_pairs": per_config["n"],
         "n_diverged": n_cfg_diverged,
-        "n_error": per_config_count(status == "ERROR"),
+        "n_error": per_config_count(status == ERROR),
         "diverged_rate": n_cfg_diverged / np.maximum(n_cfg_trials, 1),
         "iteration": np.where(has_cap, data.iterations[np.where(has_cap, config_cap, 0)], np.nan),
         "dmtl": per_config["mean"][:, -1], "dmtl_lo": per_config["lo"][:, -1], "dmtl_hi": per_config["hi"][:, -1],
@@ -502,8 +486,8 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     shared_unpaired_badbase = np.zeros(n_trials, bool)
     shared_unpaired_badbase[shared_idx[~has_partner & ~no_key]] = True
     excluded_rows = [
-        ("diverged", *count(status == "diverged")),
-        ("errored (status ERROR)", *count(status == "ERROR")),
+        (DIVERGED, *count(status == DIVERGED)),
+        (f"errored (status {ERROR})", *count(status == ERROR)),
         ("no metrics yet (pending)", *count(no_metrics)),
         ("unpaired: no independent trial with the same baseline_key", *count(shared_unpaired_nokey)),
         ("unpaired: its independent trial diverged/errored/has no metrics", *count(shared_unpaired_badbase)),
@@ -511,16 +495,16 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
         ("no valid iteration at or before its configuration's common iteration", off_config, 0),
         ("duplicate independent trial for a baseline_key (not used)", 0, duplicate_bases),
     ]
-    excluded = pd.DataFrame(excluded_rows, columns=["reason", "shared", "independent"])
-    excluded = excluded[(excluded["shared"] > 0) | (excluded["independent"] > 0)].reset_index(drop=True)
+    excluded = pd.DataFrame(excluded_rows, columns=["reason", "shared", INDEPENDENT])
+    excluded = excluded[(excluded["shared"] > 0) | (excluded[INDEPENDENT] > 0)].reset_index(drop=True)
     status_counts = (pd.crosstab(pd.Series(status, name="status"),
-                                 pd.Series(np.where(is_base, "independent", "shared"), name="arm"))
+                                 pd.Series(np.where(is_base, INDEPENDENT, "shared"), name="arm"))
                      .reset_index())
     status_counts.columns.name = None
 
-    base_div = {"config_id": "independent", "label": "independent (baseline)", "n_trials": int(is_base.sum()),
-                "n_diverged": int((is_base & (status == "diverged")).sum()),
-                "n_error": int((is_base & (status == "ERROR")).sum())}
+    base_div = {"config_id": INDEPENDENT, "label": f"{INDEPENDENT} (baseline)", "n_trials": int(is_base.sum()),
+                "n_diverged": int((is_base & (status == DIVERGED)).sum()),
+                "n_error": int((is_base & (status == ERROR)).sum())}
     divergence = pd.concat([pd.DataFrame([base_div]), configs[["config_id", "label", "n_trials", "n_diverged",
                                                                "n_error"]]], ignore_index=True)
     divergence["diverged_rate"] = divergence["n_diverged"] / divergence["n_trials"].clip(lower=1)
@@ -535,7 +519,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
         notes.append(f"{moved_back} pair(s) were compared before their own last common iteration, at their "
                      f"configuration's common iteration (the last one all its pairs reached: under ASHA, and "
                      f"for RUNNING trials, seeds stop at different iterations; see configs.csv 'iteration').")
-    running = int((status == "RUNNING").sum())
+    running = int((status == RUNNING).sum())
     if running:
         notes.append(f"{running} trial(s) were still RUNNING: their metrics so far are used, and their "
                      f"configuration is compared at the last iteration all its pairs reached.")
@@ -632,9 +616,8 @@ def headline(result: Analysis) -> list[str]:
     configurations pooled, and each mode pooled) with family-wise intervals; the best
     configuration is shown as exploratory, without a verdict."""
     metric = result.metric
-    better = "lower" if metric in stats.LOWER_IS_BETTER else "higher"
     configs = result.configs
-    lines = [f"Metric {metric} ({better} is better); benefit > 0 means sharing helped."]
+    lines = [f"Metric {metric} ({better(metric)} is better); benefit > 0 means sharing helped."]
     v = result.verdicts
     groups = list(dict.fromkeys(v["group"]))
     seeds = int(v["n"].iloc[0])
@@ -685,7 +668,7 @@ def headline(result: Analysis) -> list[str]:
     div = result.divergence
     shared_div = int(div["n_diverged"].iloc[1:].sum())
     shared_n = int(div["n_trials"].iloc[1:].sum())
-    excluded_total = int(result.excluded[["shared", "independent"]].to_numpy().sum()) if len(result.excluded) else 0
+    excluded_total = int(result.excluded[["shared", INDEPENDENT]].to_numpy().sum()) if len(result.excluded) else 0
     lines.append(f"Diverged: {shared_div}/{shared_n} shared vs {int(div['n_diverged'].iloc[0])}/"
                  f"{int(div['n_trials'].iloc[0])} independent trials; {excluded_total} trial(s) excluded in all.")
     return lines
@@ -704,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "s3://bucket/prefix/name is read in place")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default <first run>/report; for a URI ./results/<name>/report)")
-    parser.add_argument("--metric", default="fid", help=f"one of {', '.join(stats.METRICS)} (default fid)")
+    parser.add_argument("--metric", default="fid", help=f"one of {', '.join(METRIC_NAMES)} (default fid)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (>= 2000)")
     parser.add_argument("--rng-seed", type=int, default=0, help="seed of the bootstrap RNG")
     parser.add_argument("--top", type=int, default=10, help="rows of the top-configuration tables")
@@ -714,19 +697,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.metric not in stats.METRICS:
-            raise AnalysisError(f"unknown --metric {args.metric!r}; choose one of {', '.join(stats.METRICS)}")
+        if args.metric not in METRIC_NAMES:
+            raise AnalysisError(f"unknown --metric {args.metric!r}; choose one of {', '.join(METRIC_NAMES)}")
         if args.resamples < 2000:
             raise AnalysisError(f"--resamples must be >= 2000, got {args.resamples}")
         if args.top < 1:
             raise AnalysisError(f"--top must be >= 1, got {args.top}")
-        runs = list(dict.fromkeys(r.rstrip("/") if "://" in r else Path(r).resolve() for r in args.runs))
+        runs = list(dict.fromkeys(r.rstrip("/") if is_uri(r) else Path(r).resolve() for r in args.runs))
         if args.out is not None:
             out = args.out
         elif isinstance(runs[0], Path):
-            out = runs[0] / "report"
+            out = runs[0] / REPORT_DIR
         else:  # the report is written locally, where `aws s3 sync` would put the run
-            out = Path("results") / runs[0].partition("?")[0].rsplit("/", 1)[-1] / "report"
+            out = Path("results") / location_name(runs[0]) / REPORT_DIR
         if out.exists() and not out.is_dir():
             raise AnalysisError(f"--out {out} exists and is not a directory")
         existing = next(p for p in (out, *out.parents) if p.exists())

@@ -26,9 +26,11 @@ import pandas as pd  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
 from orchestrator import stats  # noqa: E402
+from orchestrator.schema import (FAILED_STATUSES, HARD, INDEPENDENT, MODES, SHARED_MODES, SOFT,  # noqa: E402
+                                 better, direction, with_query)
 from orchestrator.analyze import BEST_MIN_COVERAGE, NO_VERDICT_PBT, Analysis, fmt_ci, headline  # noqa: E402
 
-MODE_COLORS = {"independent": "#555555", "soft": "#1f77b4", "hard": "#d62728", "all shared": "#9467bd"}
+MODE_COLORS = {INDEPENDENT: "#555555", SOFT: "#1f77b4", HARD: "#d62728", "all shared": "#9467bd"}
 
 
 @dataclass
@@ -55,10 +57,6 @@ def _grid(n: int, width: float = 3.6, height: float = 2.8) -> tuple[plt.Figure, 
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
-
-
-def _better(metric: str) -> str:
-    return "lower" if metric in stats.LOWER_IS_BETTER else "higher"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +97,7 @@ def fig_alpha(result: Analysis) -> Figure:
     mode = trials["mode"].to_numpy()[pairs["shared"].to_numpy()]
     alpha = pd.to_numeric(trials["alpha"], errors="coerce").to_numpy()[pairs["shared"].to_numpy()]
     # position groups: soft at each α, hard as one group
-    key = np.where(mode == "hard", -1.0, alpha)
+    key = np.where(mode == HARD, -1.0, alpha)
     groups = np.unique(key[np.isfinite(key)])
     if len(groups) == 0:
         return Figure("alpha", "Benefit vs α", "", note="No shared trials with an α to plot.")
@@ -120,16 +118,16 @@ def fig_alpha(result: Analysis) -> Figure:
         mean, lo, hi = res["mean"][:, k], res["lo"][:, k], res["hi"][:, k]
         soft = groups >= 0
         order = np.argsort(xpos[soft])
-        ax.plot(xpos[soft][order], mean[soft][order], "-", color=MODE_COLORS["soft"], alpha=0.6)
+        ax.plot(xpos[soft][order], mean[soft][order], "-", color=MODE_COLORS[SOFT], alpha=0.6)
         err = np.vstack([mean - lo, hi - mean])
         err = np.where(np.isfinite(err), err, 0.0)
-        for sel, color in ((soft, MODE_COLORS["soft"]), (~soft, MODE_COLORS["hard"])):
+        for sel, color in ((soft, MODE_COLORS[SOFT]), (~soft, MODE_COLORS[HARD])):
             if sel.any():
                 ax.errorbar(xpos[sel], mean[sel], yerr=err[:, sel], fmt="o", color=color, capsize=3)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         ticks = list(xpos)
-        labels = ["hard" if g == -1.0 else ("α=0" if g == 0.0 else f"{g:.3g}") for g in groups]
+        labels = [HARD if g == -1.0 else ("α=0" if g == 0.0 else f"{g:.3g}") for g in groups]
         ax.set_xticks(ticks, labels, fontsize=7, rotation=45)
         ax.minorticks_off()
         if (groups == 0.0).any():
@@ -219,7 +217,7 @@ def fig_modes(result: Analysis) -> Figure:
     scores = trial_scores(result)
     modes = result.data.trials["mode"].astype(str).to_numpy()
     usable = result.usable
-    order = [m for m in ("independent", "soft", "hard") if (modes[usable] == m).any()]
+    order = [m for m in MODES if (modes[usable] == m).any()]
     order += sorted(set(modes[usable]) - set(order))
     fig, axes = _grid(len(result.tasks), width=3.2)
     rng = np.random.default_rng(0)
@@ -234,7 +232,7 @@ def fig_modes(result: Analysis) -> Figure:
         ax.set_xticks(np.arange(1, len(order) + 1), order, fontsize=8)
         ax.set_title(f"task {task}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel(f"{result.metric} ({_better(result.metric)} is better)")
+    axes[0].set_ylabel(f"{result.metric} ({better(result.metric)} is better)")
     return Figure("modes", "Soft vs hard sharing vs independent",
                   f"{result.metric} of every usable trial at its own last iteration, per sharing mode "
                   "(box: quartiles; points: trials, at most 400 shown). Early-stopped trials enter at the "
@@ -247,12 +245,12 @@ def budget_curves(result: Analysis, points: int = 40) -> dict[str, tuple[np.ndar
     trials = result.data.trials
     status = trials["status"].astype(str).to_numpy()
     modes = trials["mode"].astype(str).to_numpy()
-    counted = result.usable | np.isin(status, ("diverged", "ERROR"))  # failures are draws with no model
+    counted = result.usable | np.isin(status, FAILED_STATUSES)  # failures are draws with no model
     scores = np.where(result.usable, scores, np.nan)
-    lower = result.metric in stats.LOWER_IS_BETTER
-    arms = {"independent": counted & (modes == "independent"), "all shared": counted & (modes != "independent")}
-    for m in ("soft", "hard"):
-        if (counted & (modes == m)).any() and len(set(modes[counted]) - {"independent"}) > 1:
+    lower = direction(result.metric) < 0
+    arms = {INDEPENDENT: counted & (modes == INDEPENDENT), "all shared": counted & (modes != INDEPENDENT)}
+    for m in SHARED_MODES:
+        if (counted & (modes == m)).any() and len(set(modes[counted]) - {INDEPENDENT}) > 1:
             arms[m] = counted & (modes == m)
     out = {}
     for arm, sel in arms.items():
@@ -298,8 +296,8 @@ def fig_curves(result: Analysis) -> Figure:
     its = result.data.iterations
     fig, axes = _grid(len(result.tasks))
     for k, (ax, task) in enumerate(zip(axes, result.tasks)):
-        for trials, color, label, style in ((shared, MODE_COLORS["soft"], "best shared", "-"),
-                                            (base, MODE_COLORS["independent"], "independent", "--")):
+        for trials, color, label, style in ((shared, MODE_COLORS[SOFT], "best shared", "-"),
+                                            (base, MODE_COLORS[INDEPENDENT], INDEPENDENT, "--")):
             curves = values[trials, :, k]
             ax.add_collection(LineCollection([np.column_stack([its, c]) for c in curves], colors=color, alpha=0.15,
                                              linewidths=0.8, linestyles=style))
@@ -308,7 +306,7 @@ def fig_curves(result: Analysis) -> Figure:
         ax.set_title(f"task {task}", fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{result.metric} ({_better(result.metric)} is better)")
+    axes[0].set_ylabel(f"{result.metric} ({better(result.metric)} is better)")
     axes[0].legend(fontsize=7)
     return Figure("curves", "Learning curves",
                   f"{result.metric} over iterations for the best shared configuration and its paired independent "
@@ -320,9 +318,7 @@ def _load_samples(path: object, run_dir: str) -> tuple[np.ndarray, list[str]] | 
     if path is None or (isinstance(path, float) and math.isnan(path)) or str(path) == "":
         return None
     if "://" in str(path):  # a checkpoint in the sweep's object storage (s3://...)
-        uri = str(path)
-        if "?" not in uri and "?" in run_dir:  # the run's endpoint options hold for its checkpoints
-            uri += "?" + run_dir.partition("?")[2]
+        uri = with_query(str(path), run_dir.partition("?")[2])  # the run's endpoint options hold for its checkpoints
         try:
             fs, location = pafs.FileSystem.from_uri(uri)
             with fs.open_input_file(location) as f:
@@ -371,7 +367,7 @@ def fig_samples(result: Analysis) -> Figure:
     shared_trial = int(pairs["shared"].iloc[pick])
     base_trial = int(pairs["base"].iloc[pick])
     columns = []
-    for trial, label in ((shared_trial, "best shared"), (base_trial, "independent")):
+    for trial, label in ((shared_trial, "best shared"), (base_trial, INDEPENDENT)):
         samples = _load_samples(trials["samples_path"].iloc[trial] if "samples_path" in trials else None,
                                 trials["run_dir"].iloc[trial])
         columns.append((label, trials["trial_id"].iloc[trial], samples))
@@ -430,7 +426,7 @@ def _verdict_text(v: str, n: int) -> str:
 
 
 def _alpha_text(mode: str, alpha: float) -> str:
-    return "∞ (hard sharing: the α → ∞ limit)" if mode == "hard" else _g(alpha)
+    return "∞ (hard sharing: the α → ∞ limit)" if mode == HARD else _g(alpha)
 
 
 def tables(result: Analysis, top: int) -> dict[str, Table]:
@@ -567,10 +563,10 @@ font-size:.85em;white-space:pre-wrap}
 
 
 def method_notes(result: Analysis) -> list[str]:
-    better = _better(result.metric)
-    sign = "baseline − shared" if better == "lower" else "shared − baseline"
+    word = better(result.metric)
+    sign = "baseline − shared" if word == "lower" else "shared − baseline"
     notes = [
-        f"Metric: {result.metric} ({better} is better). Benefit = {sign}, so a positive benefit always means "
+        f"Metric: {result.metric} ({word} is better). Benefit = {sign}, so a positive benefit always means "
         f"sharing helped; ΔMTL (Maninis et al. 2019) = mean over tasks of (−1)^l·(M_shared − M_base)/M_base × 100 "
         f"with l = 1 for lower-is-better metrics: positive = better on average.",
         "Pairing: each shared trial is compared with the independent trial of the same baseline_key (same seed, "

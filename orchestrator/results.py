@@ -1,6 +1,6 @@
 """The Parquet sink: a Tune callback on the driver that streams results into ``<run dir>/``.
 
-Layout and columns are schema version 1 (documented in the README):
+Layout and columns are those of orchestrator.schema (documented in the README):
 ``metrics/<trial_id>-<first_iter>-<last_iter>.parquet`` (one row per trial, iteration, task)
 and ``trials.parquet`` (one row per trial). Every local file is written as ``.tmp-*`` and
 renamed (an object store's upload appears whole anyway), so a reader (pandas,
@@ -33,50 +33,25 @@ re-reads the run directory.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from ray.tune import Callback
 
 import search_spaces as ss
+from orchestrator.schema import (DIVERGED, ERROR, LOSS_NAMES, METRIC_NAMES, METRICS_DIR, METRICS_SCHEMA, PENDING,
+                                 RUNNING, SCHEMA_VERSION, TERMINATED, TRIALS_FILE, RunLocation, trials_schema,
+                                 with_query)
 from trainables.config import GANConfig
-from trainables.tune_trainable import METRIC_NAMES, ORCHESTRATOR_KEYS, SAMPLES_FILE, gan_config_dict, trial_of
+from trainables.keys import ORCHESTRATOR_KEYS
+from trainables.tune_trainable import SAMPLES_FILE, gan_config_dict, trial_of
 
-SCHEMA_VERSION = 1
-METRICS_DIR, TRIALS_FILE, SWEEP_FILE = "metrics", "trials.parquet", "sweep.json"
-LOSS_NAMES = ("g_loss", "d_loss")
 METRICS_FILE_NAME = re.compile(r"^(?P<trial_id>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
-
-METRICS_SCHEMA = pa.schema(
-    [("schema_version", pa.int32()), ("sweep", pa.string()), ("trial_id", pa.string()),
-     ("config_id", pa.string()), ("iteration", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
-     ("task_index", pa.int32())]
-    + [(m, pa.float64()) for m in (*METRIC_NAMES, *LOSS_NAMES, "time_s", "timestamp")])
-
-
-def trials_schema(task_names: list[str]) -> pa.Schema:
-    """trials.parquet columns (one ``lambda_/fid_/kid_<task>`` per task)."""
-    f64, i64, s = pa.float64(), pa.int64(), pa.string()
-    return pa.schema(
-        [("schema_version", pa.int32()), ("sweep", s), ("trial_id", s), ("config_id", s), ("baseline_key", s),
-         ("status", s), ("seed", i64), ("mode", s), ("alpha", f64)]
-        + [(f"lambda_{t}", f64) for t in task_names]
-        + [("data", s), ("samples_per_task", i64), ("width", i64), ("z_dim", i64), ("lr", f64),
-           ("batch_size", i64), ("gan_loss", s), ("eval_samples", i64), ("steps_per_iteration", i64),
-           ("iterations", i64), ("iterations_planned", i64)]
-        + [(f"{m}_{t}", f64) for t in task_names for m in ("fid", "kid")]
-        + [("fid_mean", f64), ("kid_mean", f64), ("node_ip", s), ("hostname", s), ("device", s),
-           ("cpus", f64), ("gpus", f64), ("time_s", f64), ("checkpoint_path", s), ("samples_path", s),
-           ("error", s)])
 
 
 def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:
@@ -87,76 +62,6 @@ def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:
         gan["lambdas"] = list(gan["lambdas"])
     plain = {**gan, **{k: trial[k] for k in ORCHESTRATOR_KEYS if k in trial and k not in ("config_id", "baseline_key")}}
     return ss.with_identity(plain)
-
-
-class RunFiles:
-    """A directory on the local disk or behind a URI (s3://, gs://, file://) -- Tune's storage
-    may be either. Local writes go to a hidden temporary name and are renamed into place; an
-    object store's upload appears whole anyway. A URI may carry pyarrow's query options
-    (``s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http``); they stay at its end."""
-
-    def __init__(self, location: str) -> None:
-        if "://" in location:
-            base, mark, query = location.partition("?")
-            self.location = base.rstrip("/") + mark + query
-            self.fs, self.path = pafs.FileSystem.from_uri(self.location)
-        else:
-            self.location = self.path = str(Path(location).resolve())
-            self.fs = pafs.LocalFileSystem()
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-
-    def __reduce__(self):
-        return (type(self), (self.location,))
-
-    def sub(self, *parts: str) -> str:
-        return "/".join([self.path.rstrip("/"), *parts])
-
-    def uri(self, *parts: str) -> str:
-        """Where a file is, as the user would name it (a path, or a URI with its query kept last)."""
-        base, mark, query = self.location.partition("?") if "://" in self.location else (self.location, "", "")
-        return "/".join([base, *parts]) + mark + query
-
-    def exists(self, *parts: str) -> bool:
-        return self.fs.get_file_info(self.sub(*parts)).type != pafs.FileType.NotFound
-
-    def makedirs(self, *parts: str) -> None:
-        self.fs.create_dir(self.sub(*parts), recursive=True)
-
-    def read_text(self, *parts: str) -> str:
-        with self.fs.open_input_stream(self.sub(*parts)) as f:
-            return f.read().decode()
-
-    def write_text(self, text: str, *parts: str) -> None:
-        with self.fs.open_output_stream(self.sub(*parts)) as f:
-            f.write(text.encode())
-
-    def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.sub(*parts), filesystem=self.fs, columns=columns)
-
-    def write_table(self, table: pa.Table, *parts: str) -> None:
-        path = self.sub(*parts)
-        if not self.local:
-            pq.write_table(table, path, filesystem=self.fs)
-            return
-        tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}-{parts[-1]}"
-        pq.write_table(table, tmp, filesystem=self.fs)
-        os.replace(tmp, path)
-
-    def delete(self, *parts: str) -> None:
-        self.fs.delete_file(self.sub(*parts))
-
-    def delete_temporaries(self, *parts: str) -> None:
-        """Remove the ``.tmp-*`` files of writes that never reached their rename."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self.sub(*parts), allow_not_found=True))
-        for info in infos:
-            if info.is_file and info.base_name.startswith(".tmp-"):
-                self.fs.delete_file(info.path)
-
-    def parquet_files(self, *parts: str) -> list[str]:
-        """Parquet files in a directory, without the hidden/temporary ones readers skip."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self.sub(*parts), allow_not_found=True))
-        return [i.path for i in infos if i.is_file and i.base_name.endswith(".parquet")
-                and i.base_name[0] not in "._"]
 
 
 class MetricsFile(NamedTuple):
@@ -181,7 +86,7 @@ class MetricsFile(NamedTuple):
         return self.name != other.name and other.first <= self.first and self.last <= other.last
 
 
-def metrics_files(run: RunFiles) -> dict[str, list[MetricsFile]]:
+def metrics_files(run: RunLocation) -> dict[str, list[MetricsFile]]:
     """The metrics dataset's files by trial (files not named by this sink are left alone)."""
     by_trial: dict[str, list[MetricsFile]] = {}
     for path in run.parquet_files(METRICS_DIR):
@@ -191,11 +96,11 @@ def metrics_files(run: RunFiles) -> dict[str, list[MetricsFile]]:
     return by_trial
 
 
-def _iterations_in(run: RunFiles, file: MetricsFile) -> set[int]:
+def _iterations_in(run: RunLocation, file: MetricsFile) -> set[int]:
     return set(run.read_table(METRICS_DIR, file.name, columns=["iteration"]).column("iteration").to_pylist())
 
 
-def repair_interrupted_compactions(run: RunFiles, files: list[MetricsFile]) -> list[MetricsFile]:
+def repair_interrupted_compactions(run: RunLocation, files: list[MetricsFile]) -> list[MetricsFile]:
     """A trial's files less those a compaction had merged but not yet deleted when the driver
     died: a file whose range lies inside another's and whose iterations are all in it. (Under
     PBT a trial's iterations may jump, so a range alone does not prove the rows are there.)"""
@@ -209,7 +114,7 @@ def repair_interrupted_compactions(run: RunFiles, files: list[MetricsFile]) -> l
     return kept
 
 
-def written_iterations(run: RunFiles) -> set[tuple[str, int]]:
+def written_iterations(run: RunLocation) -> set[tuple[str, int]]:
     """(trial_id, iteration) pairs already in the metrics dataset."""
     files = run.parquet_files(METRICS_DIR)
     if not files:
@@ -221,7 +126,7 @@ def written_iterations(run: RunFiles) -> set[tuple[str, int]]:
 def _checkpoint_uri(checkpoint, *parts: str, query: str = "") -> str:
     """A checkpoint (or a file in it) as a URI, with the storage URI's query options if any."""
     scheme = {"local": "", "s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://"}.get(checkpoint.filesystem.type_name, "")
-    return "/".join([scheme + checkpoint.path, *parts]) + (f"?{query}" if query and scheme else "")
+    return with_query("/".join([scheme + checkpoint.path, *parts]), query)
 
 
 class ParquetResults(Callback):
@@ -230,7 +135,7 @@ class ParquetResults(Callback):
     def __init__(self, run_dir: str, sweep: str, task_names: list[str], cpus: float, gpus: float,
                  flush_seconds: float = 5.0) -> None:
         self.run_dir = run_dir
-        self._files = RunFiles(run_dir)
+        self._files = RunLocation(run_dir)
         self.sweep = sweep
         self.task_names = list(task_names)
         self.cpus, self.gpus = float(cpus), float(gpus)
@@ -260,13 +165,13 @@ class ParquetResults(Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         for trial in trials:
             if trial.trial_id not in self._trials:
-                self._row(trial)["status"] = "PENDING"
+                self._row(trial)["status"] = PENDING
                 self._trials_dirty = True
         if self._trials_dirty and time.monotonic() - self._last_flush >= self.flush_seconds:
             self._write_trials()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._set_status(trial, "RUNNING")
+        self._set_status(trial, RUNNING)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         row = self._row(trial)
@@ -276,7 +181,7 @@ class ParquetResults(Callback):
             if key in result:
                 row[key] = result[key]
         if result.get("diverged"):
-            row["status"], row["error"] = "diverged", str(result.get("error", "diverged"))
+            row["status"], row["error"] = DIVERGED, str(result.get("error", DIVERGED))
             row["time_s"] = float(result.get("time_s", math.nan))
             self._write_trials()
             return
@@ -306,7 +211,7 @@ class ParquetResults(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
         row = self._row(trial)
-        query = self.run_dir.partition("?")[2] if "://" in self.run_dir else ""
+        query = self._files.query
         row["checkpoint_path"] = _checkpoint_uri(checkpoint, query=query)
         has_samples = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{SAMPLES_FILE}").is_file
         row["samples_path"] = _checkpoint_uri(checkpoint, SAMPLES_FILE, query=query) if has_samples else None
@@ -314,14 +219,14 @@ class ParquetResults(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.compact(trial.trial_id)
-        if self._row(trial)["status"] != "diverged":
-            self._row(trial)["status"] = "TERMINATED"
+        if self._row(trial)["status"] != DIVERGED:
+            self._row(trial)["status"] = TERMINATED
         self._write_trials()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.compact(trial.trial_id)
         row = self._row(trial)
-        row["status"] = "ERROR"
+        row["status"] = ERROR
         row["error"] = _first_error_line(trial)
         self._write_trials()
 
@@ -357,7 +262,7 @@ class ParquetResults(Callback):
 
     def _set_status(self, trial, status: str) -> None:
         row = self._row(trial)
-        if row["status"] != "diverged":
+        if row["status"] != DIVERGED:
             row["status"] = status
         self._write_trials()
 
@@ -367,7 +272,7 @@ class ParquetResults(Callback):
             return self._trials[trial.trial_id]
         row: dict[str, Any] = {k: None for k in self._schema.names}
         row.update({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-                    "status": "PENDING", "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
+                    "status": PENDING, "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
                     **self._config_columns(trial)})
         self._trials[trial.trial_id] = row
         return row
@@ -421,7 +326,7 @@ class ProgressLines(Callback):
         finished = 1 + sum(1 for t in trials if t is not trial and t.is_finished())
         result = trial.last_result or {}
         if result.get("diverged"):
-            status = "diverged"
+            status = DIVERGED
         plain = canonical_trial(trial.config)
         lam = plain.get("lambdas")
         lam_text = "1" if lam is None else ",".join(f"{x:.2f}" for x in lam)
@@ -429,11 +334,11 @@ class ProgressLines(Callback):
         fid_text = "-" if fid is None or not math.isfinite(fid) else f"{fid:.2f}"
         print(f"[{finished}/{self.total}] {trial.trial_id} {plain['mode']:<11} alpha={plain['alpha']:<9.4g} "
               f"lambda=({lam_text}) seed={plain['seed']} iter={result.get('iteration', 0)} "
-              f"fid_mean={fid_text} {status}" + (f" ({_first_error_line(trial)})" if status == "ERROR" else ""),
+              f"fid_mean={fid_text} {status}" + (f" ({_first_error_line(trial)})" if status == ERROR else ""),
               file=sys.stdout, flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._line(trials, trial, "TERMINATED")
+        self._line(trials, trial, TERMINATED)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._line(trials, trial, "ERROR")
+        self._line(trials, trial, ERROR)

@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 import search_spaces as ss
+from orchestrator.schema import HARD, INDEPENDENT
 from trainables.tune_trainable import trial_of
 
 METRIC, METRIC_MODE = "fid_mean", "min"
@@ -34,7 +35,7 @@ TIME_ATTR = "iteration"
 
 
 def is_baseline(config: dict[str, Any]) -> bool:
-    return trial_of(config).get("mode") == ss.INDEPENDENT
+    return trial_of(config).get("mode") == INDEPENDENT
 
 
 def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, int]:
@@ -75,7 +76,7 @@ class OptunaSpace:
             alpha = trial.suggest_float("alpha", self.alpha_arg[0], self.alpha_arg[1], log=True)
         else:
             alpha = trial.suggest_categorical("alpha", [float(a) for a in self.alpha_arg])
-        out["alpha"] = 0.0 if out["mode"] == "hard" else alpha
+        out["alpha"] = 0.0 if out["mode"] == HARD else alpha
         if self.lam_kind == "equal":
             out["lambdas"] = [1.0] * self.n_tasks
             return out

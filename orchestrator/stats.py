@@ -3,7 +3,7 @@
 Conventions (the report states them too):
 
 * Direction: ``fid`` and ``kid`` are lower-is-better; ``precision``, ``recall`` and ``accuracy``
-  are higher-is-better.
+  are higher-is-better (orchestrator.schema).
 * Benefit of sharing on one task, for one pair (a shared trial and the independent trial with the
   same ``baseline_key``), is always "positive = sharing helped":
   ``baseline - shared`` for a lower-is-better metric, ``shared - baseline`` otherwise.
@@ -48,21 +48,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LOWER_IS_BETTER = ("fid", "kid")
-HIGHER_IS_BETTER = ("precision", "recall", "accuracy")
-METRICS = LOWER_IS_BETTER + HIGHER_IS_BETTER
+from orchestrator.schema import (DIVERGED, ERROR, HARD, INDEPENDENT, METRICS_DIR, METRICS_SCHEMA, RUNNING,
+                                 SCHEMA_VERSION, SOFT, SWEEP_FILE, TERMINATED, TRIALS_FILE, direction)
+
 # metrics whose value for one trial can be ~0 or negative: relative changes use a per-task scale
 UNSTABLE_RELATIVE = ("kid",)
-SCHEMA_VERSION = 1
-
-
-def direction(metric: str) -> float:
-    """+1 if higher is better, -1 if lower is better."""
-    if metric in LOWER_IS_BETTER:
-        return -1.0
-    if metric in HIGHER_IS_BETTER:
-        return 1.0
-    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
 
 
 def paired_benefit(shared: np.ndarray, base: np.ndarray, metric: str) -> np.ndarray:
@@ -328,18 +318,18 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
     benefit_fn: BenefitFn = benefit if callable(benefit) else (lambda m, a, l, k: float(benefit.get(tasks[k], 0.0)))
     arms: list[tuple[str, float, tuple[float, ...]]] = []
     if include_baseline:
-        arms.append(("independent", 0.0, (1.0,) * n_tasks))
+        arms.append((INDEPENDENT, 0.0, (1.0,) * n_tasks))
     soft_alphas = ((0.0,) if soft_alpha_zero else ()) + tuple(alphas)
-    arms += [("soft", a, lam) for a in soft_alphas for lam in lambdas]
+    arms += [(SOFT, a, lam) for a in soft_alphas for lam in lambdas]
     if hard:
-        arms += [("hard", 0.0, lam) for lam in lambdas]
+        arms += [(HARD, 0.0, lam) for lam in lambdas]
 
     rows = []
     truth: dict[str, list[float]] = {}
     for width in widths:
         for mode, alpha, lam in arms:
-            config_id = "independent" if mode == "independent" else "c" + _stable_hash(mode, alpha, lam, width)
-            planted = [0.0 if mode == "independent" else benefit_fn(mode, alpha, lam, k) for k in range(n_tasks)]
+            config_id = INDEPENDENT if mode == INDEPENDENT else "c" + _stable_hash(mode, alpha, lam, width)
+            planted = [0.0 if mode == INDEPENDENT else benefit_fn(mode, alpha, lam, k) for k in range(n_tasks)]
             truth[config_id] = planted
             for seed in range(seeds):
                 rows.append((config_id, mode, alpha, lam, width, seed, planted))
@@ -355,17 +345,17 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
     curve = 40.0 * np.exp(-its / 3.0)  # shared approach to the final level
     fid = level[:, None, :] + curve[None, :, None]  # (T, I, K)
 
-    status = np.full(n_trials, "TERMINATED", dtype=object)
+    status = np.full(n_trials, TERMINATED, dtype=object)
     done = np.full(n_trials, iterations)
     u = rng.random(n_trials)
-    is_base = np.array([r[1] == "independent" for r in rows])
+    is_base = np.array([r[1] == INDEPENDENT for r in rows])
     early = u < early_stop_fraction
     done[early] = rng.integers(1, iterations, size=early.sum()) if iterations > 1 else 1
     cut = early_stop_fraction
-    for name, frac in (("diverged", diverged_fraction), ("ERROR", error_fraction), ("RUNNING", running_fraction)):
+    for name, frac in ((DIVERGED, diverged_fraction), (ERROR, error_fraction), (RUNNING, running_fraction)):
         sel = (u >= cut) & (u < cut + frac) & ~is_base  # baselines are kept clean unless asked
         status[sel] = name
-        done[sel] = rng.integers(0, iterations, size=sel.sum()) if name != "RUNNING" else \
+        done[sel] = rng.integers(0, iterations, size=sel.sum()) if name != RUNNING else \
             rng.integers(1, iterations + 1, size=sel.sum())
         cut += frac
 
@@ -397,8 +387,8 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
         "time_s": pa.array(its[i_rep] * 2.0),
         "timestamp": pa.array(1.7e9 + its[i_rep] * 2.0),
     }
-    table = pa.table(metric_cols)
-    metrics_dir = run_dir / "metrics"
+    table = pa.table(metric_cols).cast(METRICS_SCHEMA)
+    metrics_dir = run_dir / METRICS_DIR
     metrics_dir.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, n_rows, files + 1).astype(int)
     for f in range(files):
@@ -459,11 +449,11 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
         "time_s": done * 2.0,
         "checkpoint_path": np.full(n_trials, None, dtype=object),
         "samples_path": samples_path,
-        "error": np.where(status == "ERROR", "RuntimeError: synthetic failure",
-                          np.where(status == "diverged", "DivergenceError: NaN loss", None)),
+        "error": np.where(status == ERROR, "RuntimeError: synthetic failure",
+                          np.where(status == DIVERGED, "DivergenceError: NaN loss", None)),
     })
-    pq.write_table(pa.Table.from_pandas(pd.DataFrame(trial_cols), preserve_index=False), run_dir / "trials.parquet")
-    (run_dir / "sweep.json").write_text(json.dumps({"name": sweep, "synthetic": True, "seeds": seeds,
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(trial_cols), preserve_index=False), run_dir / TRIALS_FILE)
+    (run_dir / SWEEP_FILE).write_text(json.dumps({"name": sweep, "synthetic": True, "seeds": seeds,
                                                     "tasks": list(tasks)}))
     return {"benefit": truth, "trials": n_trials, "metric_rows": n_rows, "tasks": list(tasks)}
 

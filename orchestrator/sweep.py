@@ -20,15 +20,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import search_spaces as ss
+from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, TUNER_STATE_FILE,
+                                 RunLocation)
 
-if TYPE_CHECKING:
-    from orchestrator.results import RunFiles
-
-TUNER_STATE_FILE = "tuner.pkl"  # written by Tune into every experiment directory
-SWEEP_FILE = "sweep.json"
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # trials.parquet has fid_<task>/kid_<task> and fid_mean/kid_mean columns
@@ -147,7 +144,7 @@ def _check_reachable(address: str) -> None:
         raise UsageError(f"{where} (something else listens there: it does not speak gRPC)")
 
 
-def _check_storage_writable(storage: RunFiles) -> None:
+def _check_storage_writable(storage: RunLocation) -> None:
     """Refuse a --storage the sweep could not write, before Ray starts.
 
     Local: the nearest existing directory on the way must take a new entry. Access bits are not
@@ -214,8 +211,6 @@ class Plan:
     def __init__(self, args: argparse.Namespace, given: set[str] | None = None) -> None:
         """``given``: the flags typed explicitly (explicit_flags), checked against --resume."""
         self.args = args
-        from orchestrator.results import RunFiles
-
         if args.resume and given is not None:
             ignored = sorted(given - set(RESUME_FLAGS))
             if ignored:
@@ -223,7 +218,7 @@ class Plan:
                 raise UsageError(f"--resume continues a sweep with its stored settings; drop {flags} "
                                  f"(only --name, --storage and --address go with --resume)")
         try:  # a local directory or a URI such as s3://bucket/prefix
-            self.storage = RunFiles(args.storage)
+            self.storage = RunLocation(args.storage)
             self.storage.exists()
         except (OSError, ValueError) as e:
             raise UsageError(f"--storage {args.storage}: {str(e).splitlines()[0]}") from None
@@ -234,7 +229,7 @@ class Plan:
         if args.resume:
             if not args.name:
                 raise UsageError("--resume needs --name of the sweep to continue")
-            self.run = RunFiles(self.storage.uri(args.name))
+            self.run = RunLocation(self.storage.uri(args.name))
             if not self.run.exists(TUNER_STATE_FILE) or not self.run.exists(SWEEP_FILE):
                 raise UsageError(f"--resume: no sweep named {args.name!r} under {self.storage.location}")
             self.record = json.loads(self.run.read_text(SWEEP_FILE))
@@ -264,7 +259,7 @@ class Plan:
                                  f"(trials.parquet has fid_mean/kid_mean columns); rename that task")
             self.trials = _validate_trials(self.spec, len(self.task_names))
             self.name = args.name or f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.run = RunFiles(self.storage.uri(self.name))
+            self.run = RunLocation(self.storage.uri(self.name))
             if self.run.exists():
                 raise UsageError(f"a sweep named {self.name!r} already exists under {self.storage.location} "
                                  f"(choose another --name, or add --resume to continue it)")
@@ -274,7 +269,6 @@ class Plan:
 
     def record_dict(self) -> dict[str, Any]:
         import ray
-        from orchestrator.results import SCHEMA_VERSION
 
         return {"schema_version": SCHEMA_VERSION, "sweep": self.name, "space": self.spec.name,
                 "spec": self.spec.to_dict(), "data": self.spec.data, "tasks": self.task_names,
@@ -405,19 +399,17 @@ def summarize(run, top: int = 5) -> str:
     """Where the results are, the best configurations (mean fid over seeds) and what to run next."""
     import pandas as pd
 
-    from orchestrator.results import TRIALS_FILE
-
     trials = run.read_table(TRIALS_FILE).to_pandas()
-    lines = [f"results: {run.location}  (metrics/ and trials.parquet, schema version 1)"]
+    lines = [f"results: {run.location}  (metrics/ and trials.parquet, schema version {SCHEMA_VERSION})"]
     counts = trials["status"].value_counts().to_dict()
     lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    done = trials[trials["status"] == "TERMINATED"]
+    done = trials[trials["status"] == TERMINATED]
     if len(done):
         lam_cols = [c for c in trials.columns if c.startswith("lambda_")]
         grouped = done.groupby("config_id").agg(
             mode=("mode", "first"), alpha=("alpha", "first"), **{c: (c, "first") for c in lam_cols},
             seeds=("seed", "nunique"), fid_mean=("fid_mean", "mean")).sort_values("fid_mean")
-        shown = pd.concat([grouped.head(top), grouped.loc[grouped.index == ss.INDEPENDENT]])
+        shown = pd.concat([grouped.head(top), grouped.loc[grouped.index == INDEPENDENT]])
         shown = shown[~shown.index.duplicated()]
         lines.append("best configurations (fid_mean averaged over seeds, lower is better):")
         lines.extend(shown.to_string(float_format=lambda x: f"{x:.4g}").splitlines())

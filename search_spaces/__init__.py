@@ -31,7 +31,7 @@ into an explicit list of trial dicts: the same file and arguments always give th
 which is what makes ``--resume`` deterministic. In ``hard`` mode α is unused (hard sharing is
 the α→∞ limit) and set to 0; group by ``mode``, not by α, to find the baselines.
 
-This module is pure Python (numpy, yaml): no Ray. ``orchestrator.spaces`` maps it to Tune.
+This module is pure Python (numpy, yaml; modes and trial keys from trainables.config/keys): no Ray. ``orchestrator.spaces`` maps it to Tune.
 """
 from __future__ import annotations
 
@@ -47,14 +47,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from trainables.config import HARD, INDEPENDENT, SHARED_MODES
+from trainables.keys import ORCHESTRATOR_KEYS
+
 SPACES_DIR = Path(__file__).resolve().parent
 SEARCHES = ("random", "grid", "optuna")
 SCHEDULERS = ("fifo", "asha", "pbt")
-SHARED_MODES = ("soft", "hard")
-INDEPENDENT = "independent"
-# Trial keys the orchestrator and the Tune wrapper use; everything else is a GANConfig field.
-# (Mirrored in trainables.tune_trainable, which may not import this layer; a test keeps them equal.)
-ORCHESTRATOR_KEYS = ("steps_per_iteration", "iterations", "samples_kept", "config_id", "baseline_key")
 # GANConfig fields a sweep file may set in `fixed` / `knobs` (mode, alpha, lambdas, seed and data
 # have their own top-level keys).
 GAN_KNOBS = ("samples_per_task", "test_fraction", "gan_loss", "width", "z_dim", "share_g", "share_d",
@@ -347,7 +345,7 @@ def sample_shared_configs(spec: SweepSpec, n_tasks: int) -> list[dict[str, Any]]
 
 
 def _shared(mode: str, alpha: float, lambdas: list[float]) -> dict[str, Any]:
-    return {"mode": mode, "alpha": 0.0 if mode == "hard" else alpha, "lambdas": lambdas}
+    return {"mode": mode, "alpha": 0.0 if mode == HARD else alpha, "lambdas": lambdas}
 
 
 def baseline_arm(n_tasks: int) -> dict[str, Any]:

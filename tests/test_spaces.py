@@ -102,12 +102,6 @@ def test_expansion_is_deterministic_and_seeded():
     assert ss.sample_shared_configs(other, 2) != ss.sample_shared_configs(spec, 2)
 
 
-def test_orchestrator_keys_agree_with_the_trainable():
-    from trainables import tune_trainable
-
-    assert ss.ORCHESTRATOR_KEYS == tune_trainable.ORCHESTRATOR_KEYS
-
-
 def test_gan_fields_build_configs():
     from trainables.config import GANConfig
 

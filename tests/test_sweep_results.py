@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from orchestrator.results import METRICS_DIR, METRICS_SCHEMA, ParquetResults, RunFiles
+from orchestrator.results import ParquetResults
+from orchestrator.schema import METRICS_DIR, METRICS_SCHEMA, RunLocation
 
 TASKS = ["0", "1"]
 
@@ -33,7 +34,7 @@ def read_all(run_dir: Path) -> list[dict]:
 
 def test_setup_repairs_a_compaction_cut_short_and_compact_merges(tmp_path):
     run_dir = tmp_path / "run"
-    run = RunFiles(str(run_dir))
+    run = RunLocation(str(run_dir))
     run.makedirs(METRICS_DIR)
     # trial a: the driver died after writing the merged 1..3 file, before deleting part 2
     run.write_table(rows("a_00000", [1, 2, 3]), METRICS_DIR, "a_00000-1-3.parquet")

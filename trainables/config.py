@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("independent", "soft", "hard")
+INDEPENDENT, SOFT, HARD = "independent", "soft", "hard"
+MODES = (INDEPENDENT, SOFT, HARD)
+SHARED_MODES = (SOFT, HARD)
 GAN_LOSSES = ("minimax", "nonsaturating", "hinge")
 
 

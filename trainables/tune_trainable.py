@@ -31,12 +31,11 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import GANConfig
+from trainables.config import INDEPENDENT, GANConfig
 from trainables.data import TaskSet, load_tasks
+from trainables.keys import METRIC_NAMES, ORCHESTRATOR_KEYS
 from trainables.train import DivergenceError, MultiTaskGAN
 
-ORCHESTRATOR_KEYS = ("steps_per_iteration", "iterations", "samples_kept", "config_id", "baseline_key")
-METRIC_NAMES = ("fid", "kid", "precision", "recall", "accuracy")
 STATE_FILE, META_FILE, SAMPLES_FILE = "state.pt", "meta.json", "samples.npz"
 # With reuse_actors one worker process runs many trials of the same data: load it once.
 _TASKSET_CACHE: dict[tuple, TaskSet] = {}
@@ -55,7 +54,7 @@ def gan_config_dict(config: dict[str, Any]) -> dict[str, Any]:
     if raw:
         weights = np.array([v for _, v in raw])
         out["lambdas"] = [round(float(x), 6) for x in weights / weights.sum() * len(weights)]
-    if out.get("mode") == "independent" and raw:  # Optuna baselines: λ=1 whatever was drawn
+    if out.get("mode") == INDEPENDENT and raw:  # Optuna baselines: λ=1 whatever was drawn
         out["alpha"], out["lambdas"] = 0.0, [1.0] * len(raw)
     if out.get("lambdas") is not None:
         out["lambdas"] = tuple(float(x) for x in out["lambdas"])
