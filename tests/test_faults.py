@@ -7,8 +7,10 @@ every failure is one line.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 import yaml
 
 from orchestrator import signing
+from orchestrator.gcs_probe import NotRayGcs, check_ray_gcs
 from orchestrator.runlock import LocalRunLock, RunLocked, S3RunLock
 from search_spaces.bounded_yaml import load_bounded
 from trainables.tune_trainable import UntrustedCheckpointError, load_state
@@ -157,3 +160,56 @@ def test_s3_lease_is_exclusive_renewed_and_taken_over_only_when_expired() -> Non
         second.acquire()
         second.release()
         assert "Contents" not in client.list_objects_v2(Bucket="runs", Prefix="prefix/sweep/")
+
+
+# ------------------------------------------------------------------ --address (item 9)
+
+class FakeHttp2Server:
+    """Loopback server that answers the HTTP/2 preface with a SETTINGS frame and then says
+    nothing (what hung ray.init), recording every byte it receives."""
+
+    def __init__(self, reply: bytes = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00") -> None:
+        self.reply = reply
+        self.received = bytearray()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(self.reply)
+            while chunk := conn.recv(65536):
+                self.received += chunk
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_gcs_probe_knows_ray_and_refuses_a_silent_http2_server(ray_local) -> None:
+    host, port = ray_local.get_runtime_context().gcs_address.rsplit(":", 1)
+    assert check_ray_gcs(host, int(port)) in ("open", "token")
+
+    fake = FakeHttp2Server()
+    try:
+        started = time.monotonic()
+        with pytest.raises(NotRayGcs, match="no answer to a Ray GCS call") as error:
+            check_ray_gcs("127.0.0.1", fake.port, timeout_s=2.0)
+        assert time.monotonic() - started < 10 and "\n" not in str(error.value)
+        assert b"GetClusterId" in fake.received  # it was asked, and nothing else was sent:
+        assert b"authorization" not in fake.received.lower()
+    finally:
+        fake.close()
+    http = FakeHttp2Server(reply=b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    try:
+        with pytest.raises(NotRayGcs, match="not a Ray GCS"):
+            check_ray_gcs("127.0.0.1", http.port, timeout_s=2.0)
+    finally:
+        http.close()
