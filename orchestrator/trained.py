@@ -15,26 +15,19 @@ import io
 import re
 from pathlib import Path
 
-import pyarrow.fs as pafs
+from orchestrator.schema import RunLocation
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "state.pt"  # the trainable's checkpoint layout (trainables.tune_trainable)
 
 
-def _location(run_dir: str | Path) -> tuple[pafs.FileSystem, str]:
-    text = str(run_dir)
-    if "://" in text:
-        return pafs.FileSystem.from_uri(text)
-    return pafs.LocalFileSystem(), str(Path(text).resolve())
-
-
 def checkpoints(run_dir: str | Path, trial_id: str) -> list[str]:
     """The trial's checkpoint directories, oldest first (as the run's filesystem names them)."""
-    fs, root = _location(run_dir)
-    trial_dir = f"{root.rstrip('/')}/{trial_id}"
-    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    found = [(int(m[1]), i.path) for i in infos if i.type == pafs.FileType.Directory
-             and (m := CHECKPOINT_DIR.match(i.base_name))]
+    run = RunLocation(run_dir)
+    if not run.is_dir(trial_id):
+        return []
+    found = [(int(m[1]), run.sub(trial_id, name)) for name in run.subdirectories(trial_id)
+             if (m := CHECKPOINT_DIR.match(name))]
     return [path for _, path in sorted(found)]
 
 
@@ -48,14 +41,13 @@ def load_trial(run_dir: str | Path, trial_id: str, device: str = "cpu"):
     from trainables.config import GANConfig
     from trainables.train import MultiTaskGAN
 
-    fs, root = _location(run_dir)
+    run = RunLocation(run_dir)
     kept = checkpoints(run_dir, trial_id)
     if not kept:
-        trials = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-                        if i.type == pafs.FileType.Directory and checkpoints(run_dir, i.base_name))
+        trials = [name for name in (run.subdirectories() if run.is_dir() else []) if checkpoints(run_dir, name)]
         raise FileNotFoundError(f"no checkpoint of trial {trial_id!r} in {run_dir} "
                                 f"(trials with one: {', '.join(trials) or 'none'})")
-    with fs.open_input_file(f"{kept[-1]}/{STATE_FILE}") as f:
+    with run.fs.open_input_file(f"{kept[-1]}/{STATE_FILE}") as f:
         state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
     gan = MultiTaskGAN(GANConfig.from_dict(state["config"]), device=device)
     gan.load_state_dict(state)
