@@ -24,7 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_spaces as ss  # noqa: E402
-from orchestrator.sweep import Plan, build_parser, build_tuner, start_run  # noqa: E402
+from orchestrator.sweep import build_parser, build_tuner, plan_sweep, start_run  # noqa: E402
 
 
 def write_space(directory: Path, name: str, steps: int, seeds: int, shared: int) -> str:
@@ -38,7 +38,7 @@ def write_space(directory: Path, name: str, steps: int, seeds: int, shared: int)
 
 
 def run(space: str, storage: Path, name: str, reuse_actors: bool) -> tuple[float, pd.DataFrame]:
-    plan = Plan(build_parser().parse_args(["--space", space, "--storage", str(storage), "--name", name,
+    plan = plan_sweep(build_parser().parse_args(["--space", space, "--storage", str(storage), "--name", name,
                                            "--cpus-per-trial", "1"]))
     start_run(plan)
     started = time.perf_counter()

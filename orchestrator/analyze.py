@@ -65,6 +65,7 @@ from orchestrator import stats
 from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, HARD, INDEPENDENT, METRIC_NAMES, METRICS_DIR,
                                  READABLE_SCHEMA_VERSIONS, REPORT_DIR, RUNNING, SWEEP_FILE, TRIALS_FILE, RunLocation,
                                  better, is_run_directory, is_uri, location_name, metrics_columns)
+from trainables.cli import OneLineParser, UsageError
 
 SWEEP_HINT = "python -m orchestrator.sweep"
 BEST_MIN_COVERAGE = 0.9  # share of the best-covered configuration's pairs a "best" candidate must have
@@ -73,7 +74,7 @@ KNOB_COLUMNS = ("data", "samples_per_task", "width", "z_dim", "lr", "batch_size"
                "steps_per_iteration")
 
 
-class AnalysisError(Exception):
+class AnalysisError(UsageError):
     """Bad input for the analysis: the message is the one line printed before exit code 2."""
 
 
@@ -674,13 +675,8 @@ def headline(result: Analysis) -> list[str]:
     return lines
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        raise AnalysisError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m orchestrator.analyze",
+    parser = OneLineParser(prog="python -m orchestrator.analyze",
                             description="Does sharing help? Paired benefit per task with bootstrap CIs, ΔMTL, "
                                         "sensitivity to α/λ/mode, budget and learning curves, sample grids.")
     parser.add_argument("runs", nargs="+", help="run directories <storage>/<name> (pooled); a URI such as "
@@ -717,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError(f"--out {out}: {existing} is not writable; pass a writable --out DIR")
         data = load_runs(runs, args.metric)
         result = analyze(data, resamples=args.resamples, rng_seed=args.rng_seed)
-    except AnalysisError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from orchestrator import report  # matplotlib only when there is something to draw

@@ -19,12 +19,14 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import search_spaces as ss
 from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, TUNER_STATE_FILE,
                                  RunLocation)
+from trainables.cli import OneLineParser, UsageError
 
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -38,21 +40,12 @@ HTTP2_SETTINGS_FRAME = 0x04
 ADDRESS_TIMEOUT_S = 5.0
 
 
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2, nothing written."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
     """The command line; ``typed_only``: no defaults, so a parse holds just what was typed."""
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if typed_only else value
 
-    p = _Parser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0],
                 argument_default=argparse.SUPPRESS if typed_only else None)
     p.add_argument("--space", default=default("default"), help="sweep name (%s) or FILE.yaml" % ", ".join(ss.available_spaces()))
     p.add_argument("--data", help="task spec, overrides the sweep file's (digits, digits:classes=0,1, "
@@ -205,91 +198,130 @@ def _load_task_names(spec: ss.SweepSpec) -> list[str]:
     return names
 
 
-class Plan:
-    """Everything a validated command line resolved to."""
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything a validated command line resolved to (see plan_sweep)."""
 
-    def __init__(self, args: argparse.Namespace, given: set[str] | None = None) -> None:
-        """``given``: the flags typed explicitly (explicit_flags), checked against --resume."""
-        self.args = args
-        if args.resume and given is not None:
-            ignored = sorted(given - set(RESUME_FLAGS))
-            if ignored:
-                flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
-                raise UsageError(f"--resume continues a sweep with its stored settings; drop {flags} "
-                                 f"(only --name, --storage and --address go with --resume)")
-        try:  # a local directory or a URI such as s3://bucket/prefix
-            self.storage = RunLocation(args.storage)
-            self.storage.exists()
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--storage {args.storage}: {str(e).splitlines()[0]}") from None
-        _check_storage_writable(self.storage)
-        self.resume = args.resume
-        if args.name is not None and not NAME_PATTERN.match(args.name):
-            raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
-        if args.resume:
-            if not args.name:
-                raise UsageError("--resume needs --name of the sweep to continue")
-            self.run = RunLocation(self.storage.uri(args.name))
-            if not self.run.exists(TUNER_STATE_FILE) or not self.run.exists(SWEEP_FILE):
-                raise UsageError(f"--resume: no sweep named {args.name!r} under {self.storage.location}")
-            self.record = json.loads(self.run.read_text(SWEEP_FILE))
-            self.spec = ss.SweepSpec(**{**self.record["spec"], "seeds": tuple(self.record["spec"]["seeds"]),
-                                        "modes": tuple(self.record["spec"]["modes"])})
-            self.task_names = self.record["tasks"]
-            self.cpus, self.gpus = self.record["cpus_per_trial"], self.record["gpus_per_trial"]
-            self.trials = self.record["trials"]
-            self.name = args.name
-        else:
-            _check_numbers(args)
-            self.cpus, self.gpus = args.cpus_per_trial, args.gpus_per_trial
-            spec = ss.load_space(args.space)
-            self.spec = spec.with_overrides(data=args.data, num_samples=args.num_samples,
-                                            iterations=args.iterations, seeds=_parse_seeds(args.seeds),
-                                            search=args.search, scheduler=args.scheduler)
-            if self.spec.search == "optuna":
-                from orchestrator.spaces import optuna_available
-                if not optuna_available():
-                    raise UsageError("--search optuna needs the optional extra: pip install 'mtgan-sweep[optuna]'")
-            if self.spec.scheduler == "pbt" and self.spec.search == "optuna":
-                raise UsageError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
-            self.task_names = _load_task_names(self.spec)
-            reserved = [t for t in self.task_names if t in RESERVED_TASK_NAMES]
-            if reserved:
-                raise UsageError(f"--data {self.spec.data}: task name {reserved[0]!r} is reserved "
-                                 f"(trials.parquet has fid_mean/kid_mean columns); rename that task")
-            self.trials = _validate_trials(self.spec, len(self.task_names))
-            self.name = args.name or f"{self.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.run = RunLocation(self.storage.uri(self.name))
-            if self.run.exists():
-                raise UsageError(f"a sweep named {self.name!r} already exists under {self.storage.location} "
-                                 f"(choose another --name, or add --resume to continue it)")
-        if args.address:
-            _check_reachable(args.address)
-        self.run_dir = self.run.location  # a path or a URI
+    name: str
+    storage: RunLocation       # --storage
+    run: RunLocation           # <storage>/<name>: the run directory, a path or a URI
+    spec: ss.SweepSpec
+    task_names: list[str]
+    cpus: float                # per trial
+    gpus: float
+    trials: list[dict[str, Any]]  # the expanded trials; empty for optuna (drawn while it runs)
+    resume: bool
+    address: str | None        # --address of a running Ray cluster, None: start a local Ray
+    args: dict[str, Any]       # the parsed command line, recorded in sweep.json
+
+    @property
+    def run_dir(self) -> str:
+        return self.run.location
 
     def record_dict(self) -> dict[str, Any]:
+        """sweep.json: the settings a --resume restores."""
         import ray
 
         return {"schema_version": SCHEMA_VERSION, "sweep": self.name, "space": self.spec.name,
                 "spec": self.spec.to_dict(), "data": self.spec.data, "tasks": self.task_names,
                 "n_tasks": len(self.task_names), "seeds": list(self.spec.seeds),
                 "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus, "trials": self.trials,
-                "args": {k: v for k, v in vars(self.args).items()}, "created": time.time(),
+                "args": dict(self.args), "created": time.time(),
                 "ray_version": ray.__version__, "command": " ".join(sys.argv)}
 
 
+def plan_sweep(args: argparse.Namespace, given: set[str] | None = None) -> SweepPlan:
+    """Check a parsed command line, before Ray starts and before anything is written, and resolve
+    it to a plan: a new sweep, or with --resume the stored one. ``given``: the flags typed
+    explicitly (explicit_flags), checked against --resume."""
+    if args.resume and given is not None:
+        _check_resume_flags(given)
+    storage = _open_storage(args.storage)
+    _check_storage_writable(storage)
+    if args.name is not None and not NAME_PATTERN.match(args.name):
+        raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
+    plan = plan_resume(args, storage) if args.resume else plan_new_sweep(args, storage)
+    if args.address:
+        _check_reachable(args.address)
+    return plan
+
+
+def plan_new_sweep(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
+    """A new sweep from the sweep file and the flags: every trial expanded and validated."""
+    _check_numbers(args)
+    spec = ss.load_space(args.space).with_overrides(
+        data=args.data, num_samples=args.num_samples, iterations=args.iterations, seeds=_parse_seeds(args.seeds),
+        search=args.search, scheduler=args.scheduler)
+    _check_search(spec)
+    task_names = _load_task_names(spec)
+    reserved = [t for t in task_names if t in RESERVED_TASK_NAMES]
+    if reserved:
+        raise UsageError(f"--data {spec.data}: task name {reserved[0]!r} is reserved "
+                         f"({TRIALS_FILE} has fid_mean/kid_mean columns); rename that task")
+    trials = _validate_trials(spec, len(task_names))
+    name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunLocation(storage.uri(name))
+    if run.exists():
+        raise UsageError(f"a sweep named {name!r} already exists under {storage.location} "
+                         f"(choose another --name, or add --resume to continue it)")
+    return SweepPlan(name=name, storage=storage, run=run, spec=spec, task_names=task_names,
+                     cpus=args.cpus_per_trial, gpus=args.gpus_per_trial, trials=trials, resume=False,
+                     address=args.address, args=dict(vars(args)))
+
+
+def plan_resume(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
+    """The sweep --name as its sweep.json recorded it, to continue with Tuner.restore."""
+    if not args.name:
+        raise UsageError("--resume needs --name of the sweep to continue")
+    run = RunLocation(storage.uri(args.name))
+    if not run.exists(TUNER_STATE_FILE) or not run.exists(SWEEP_FILE):
+        raise UsageError(f"--resume: no sweep named {args.name!r} under {storage.location}")
+    record = json.loads(run.read_text(SWEEP_FILE))
+    spec = ss.SweepSpec(**{**record["spec"], "seeds": tuple(record["spec"]["seeds"]),
+                           "modes": tuple(record["spec"]["modes"])})
+    return SweepPlan(name=args.name, storage=storage, run=run, spec=spec, task_names=record["tasks"],
+                     cpus=record["cpus_per_trial"], gpus=record["gpus_per_trial"], trials=record["trials"],
+                     resume=True, address=args.address, args=dict(vars(args)))
+
+
+def _check_resume_flags(given: set[str]) -> None:
+    ignored = sorted(given - set(RESUME_FLAGS))
+    if ignored:
+        flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
+        raise UsageError(f"--resume continues a sweep with its stored settings; drop {flags} "
+                         f"(only --name, --storage and --address go with --resume)")
+
+
+def _open_storage(storage: str) -> RunLocation:
+    try:  # a local directory or a URI such as s3://bucket/prefix
+        location = RunLocation(storage)
+        location.exists()
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--storage {storage}: {str(e).splitlines()[0]}") from None
+    return location
+
+
+def _check_search(spec: ss.SweepSpec) -> None:
+    if spec.search == "optuna":
+        from orchestrator.tune_mapping import optuna_available
+        if not optuna_available():
+            raise UsageError("--search optuna needs the optional extra: pip install 'mtgan-sweep[optuna]'")
+    if spec.scheduler == "pbt" and spec.search == "optuna":
+        raise UsageError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
+
+
 # ---------------------------------------------------------------------------------- running
-def _start_ray(plan: Plan) -> bool:
+def _start_ray(plan: SweepPlan) -> bool:
     """Connect to or start Ray; returns whether we started it (and must shut it down).
     Raises UsageError, with Ray shut down again, where the trials could never be placed."""
     import ray
 
-    if plan.args.address:
+    if plan.address:
         try:
-            ray.init(address=plan.args.address, log_to_driver=True)
+            ray.init(address=plan.address, log_to_driver=True)
         except Exception as e:  # ConnectionError, RuntimeError, TimeoutError, auth errors...
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
-            raise UsageError(f"--address {plan.args.address}: cannot join the Ray cluster "
+            raise UsageError(f"--address {plan.address}: cannot join the Ray cluster "
                              f"({type(e).__name__}: {lines[0] if lines else 'no message'})") from None
         started = True
     elif ray.is_initialized():
@@ -317,7 +349,7 @@ def _start_ray(plan: Plan) -> bool:
     return started
 
 
-def _check_trials_fit(plan: Plan) -> None:
+def _check_trials_fit(plan: SweepPlan) -> None:
     """A trial asking for more than any node has would wait forever: refuse it, unless the joined
     cluster has an autoscaler that may launch a node big enough."""
     import ray
@@ -325,14 +357,14 @@ def _check_trials_fit(plan: Plan) -> None:
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     largest_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
     if plan.cpus > largest_cpus:
-        if plan.args.address and _autoscaler_can_add("CPU", plan.cpus):
+        if plan.address and _autoscaler_can_add("CPU", plan.cpus):
             print(f"note: no node has {plan.cpus:g} CPUs yet; the cluster's autoscaler may launch one",
                   file=sys.stderr, flush=True)
         else:
             raise UsageError(f"--cpus-per-trial {plan.cpus:g}: the largest node of the Ray cluster has "
                              f"{largest_cpus:g} CPUs (trials would wait forever)")
     if plan.gpus > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
-        if plan.args.address and _autoscaler_can_add("GPU", plan.gpus):
+        if plan.address and _autoscaler_can_add("GPU", plan.gpus):
             # `ray up cluster.yaml` starts GPU worker types at min_workers 0: the autoscaler
             # launches them when the trials ask for GPUs.
             print("note: no GPU node in the cluster yet; its autoscaler will launch GPU workers",
@@ -359,11 +391,11 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def build_tuner(plan: Plan, reuse_actors: bool = True):
+def build_tuner(plan: SweepPlan, reuse_actors: bool = True):
     """The Tuner for a validated plan (a restored one with --resume); Ray must be running."""
     from ray import tune
 
-    from orchestrator import spaces
+    from orchestrator import tune_mapping
     from orchestrator.results import ParquetResults, ProgressLines
     from trainables.tune_trainable import multitask_gan_trainable
 
@@ -374,7 +406,7 @@ def build_tuner(plan: Plan, reuse_actors: bool = True):
         # directory in setup() (see orchestrator.results).
         return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_errored=True)
     n_tasks = len(plan.task_names)
-    param_space, search_alg, num_samples = spaces.tune_search(plan.spec, n_tasks)
+    param_space, search_alg, num_samples = tune_mapping.tune_search(plan.spec, n_tasks)
     total = len(plan.trials) if plan.trials else num_samples
     callbacks = [ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
                  ProgressLines(total)]
@@ -382,9 +414,9 @@ def build_tuner(plan: Plan, reuse_actors: bool = True):
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=search_alg, scheduler=spaces.tune_scheduler(plan.spec), num_samples=num_samples,
-            metric=None if search_alg is not None or plan.spec.scheduler != "fifo" else spaces.METRIC,
-            mode=None if search_alg is not None or plan.spec.scheduler != "fifo" else spaces.METRIC_MODE,
+            search_alg=search_alg, scheduler=tune_mapping.tune_scheduler(plan.spec), num_samples=num_samples,
+            metric=None if search_alg is not None or plan.spec.scheduler != "fifo" else tune_mapping.METRIC,
+            mode=None if search_alg is not None or plan.spec.scheduler != "fifo" else tune_mapping.METRIC_MODE,
             # Measured: 16 short trials take 5-9 s with actor reuse, 33 s without.
             reuse_actors=reuse_actors, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
@@ -417,7 +449,7 @@ def summarize(run, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def start_run(plan: Plan) -> None:
+def start_run(plan: SweepPlan) -> None:
     """Create the run directory and its sweep.json (a new sweep only)."""
     if not plan.resume:
         plan.run.makedirs()
@@ -429,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     # times (so a resume never points at a deleted checkpoint) and warns about each one.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
-        plan = Plan(build_parser().parse_args(argv), given=explicit_flags(argv))
+        plan = plan_sweep(build_parser().parse_args(argv), given=explicit_flags(argv))
         started = _start_ray(plan)
     except (UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

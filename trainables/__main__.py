@@ -13,10 +13,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
+from trainables.cli import OneLineParser, UsageError
 from trainables.config import MODES, GANConfig
 from trainables.train import MultiTaskGAN
 
@@ -27,17 +27,8 @@ on this machine, without Ray, and print its quality every --every steps: per-tas
 task. At the end it prints the real-vs-real FID floor and the training speed."""
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2 (not argparse's usage block)
-        raise _UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m trainables", description=DESCRIPTION)
+    p = OneLineParser(prog="python -m trainables", description=DESCRIPTION)
     p.add_argument("--data", default=GANConfig.data,
                    help="task spec: digits, digits:classes=0,1, digits:domains=plain,inverted, "
                         "npz:PATH, folder:PATH, shapes:tasks=4 (default: %(default)s)")
@@ -57,19 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> None:
     if args.steps < 1:
-        raise _UsageError(f"--steps must be >= 1, got {args.steps}")
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if args.every < 1:
-        raise _UsageError(f"--every must be >= 1, got {args.every}")
+        raise UsageError(f"--every must be >= 1, got {args.every}")
     try:
         torch.device(args.device)
     except RuntimeError as e:
-        raise _UsageError(f"--device {args.device}: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"--device {args.device}: {str(e).splitlines()[0]}") from None
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        raise _UsageError(f"--device {args.device}: torch sees no CUDA GPU on this machine")
+        raise UsageError(f"--device {args.device}: torch sees no CUDA GPU on this machine")
     if args.out is not None:
         parent = Path(args.out).resolve().parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise _UsageError(f"--out {args.out}: {parent} is not a writable directory")
+            raise UsageError(f"--out {args.out}: {parent} is not a writable directory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         config = GANConfig(data=args.data, mode=args.mode, alpha=args.alpha, seed=args.seed,
                            samples_per_task=args.samples_per_task)
         gan = MultiTaskGAN(config, device=args.device)
-    except (_UsageError, ValueError) as err:
+    except (UsageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
