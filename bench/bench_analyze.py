@@ -3,7 +3,7 @@
 Generates a run directory in the Parquet results schema (v1): ~10k trials x 25 iterations x 4
 tasks (1 independent arm + 1001 shared configurations x 10 seeds), then times
   - the baseline: a plain pyarrow read of the whole metrics dataset and trials.parquet,
-  - loading (orchestrator.analyze.load_runs), the statistics (analyze), the report (figures,
+  - loading (orchestrator.analysis.load_runs), the statistics (analyze), the report (figures,
     HTML, Markdown, CSV), and the whole command end to end in a fresh interpreter,
 and prints seconds and the ratio to the baseline. Goal: end to end <= 10 s on 2 cores.
 
@@ -24,14 +24,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from orchestrator import analyze, report, stats  # noqa: E402
+from orchestrator import analysis, report, testing  # noqa: E402
 
 
 def generate(run: Path, files: int) -> dict:
     rng = np.random.default_rng(0)
     lambdas = tuple(tuple(float(x) for x in np.round(rng.uniform(0.5, 2.0, 4), 2)) for _ in range(91))
     alphas = tuple(float(a) for a in np.geomspace(1e-3, 10, 9))
-    return stats.write_synthetic_run(run, seeds=10, alphas=alphas, soft_alpha_zero=True, lambdas=lambdas,
+    return testing.write_synthetic_run(run, seeds=10, alphas=alphas, soft_alpha_zero=True, lambdas=lambdas,
                                      benefit={"0": 2.0, "1": 0.5, "2": 0.0, "3": -1.0}, iterations=25,
                                      early_stop_fraction=0.0, diverged_fraction=0.02, error_fraction=0.01,
                                      samples="some", files=files, rng_seed=0, sweep="bench")
@@ -61,8 +61,8 @@ def main() -> None:
 
     plain_read()  # warm the page cache so both sides read from memory
     rows, base_s = timed(plain_read)
-    data, load_s = timed(analyze.load_runs, [run], "fid")
-    result, stat_s = timed(analyze.analyze, data)
+    data, load_s = timed(analysis.load_runs, [run], "fid")
+    result, stat_s = timed(analysis.analyze, data)
     _, report_s = timed(report.write_report, result, root / "report_inprocess")
     env = dict(os.environ, MPLBACKEND="Agg")
     started = time.perf_counter()

@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import analyze, stats
+from orchestrator import analysis, testing
+from orchestrator.analyze import main as analyze_main
+from orchestrator.testing import write_hand_run as _write_hand_run
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = {"0": 3.0, "1": 0.0, "2": -2.0, "3": 0.0}
@@ -25,7 +27,7 @@ PLANTED = {"0": 3.0, "1": 0.0, "2": -2.0, "3": 0.0}
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "small"
-    stats.write_synthetic_run(run, seeds=5, alphas=(0.01, 0.1, 1.0), soft_alpha_zero=True,
+    testing.write_synthetic_run(run, seeds=5, alphas=(0.01, 0.1, 1.0), soft_alpha_zero=True,
                               lambdas=((1, 1, 1, 1), (2, 1, 1, 1)), benefit=PLANTED, iterations=6,
                               running_fraction=0.05, rng_seed=1)
     return run
@@ -53,7 +55,7 @@ def _rewrite_trials(run: Path, **changes: object) -> None:
 
 
 def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = analyze.main(argv)
+    code = analyze_main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -68,33 +70,6 @@ def _assert_one_line_error(code: int, err: str, pattern: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # pairing
 # ---------------------------------------------------------------------------------------------
-
-def _write_hand_run(run: Path, trials: list[dict], curves: dict[str, dict[str, list[float]]]) -> None:
-    """A run directory with hand-written trials and per-task metric curves (all schema columns)."""
-    tasks = list(next(iter(curves.values())).keys())
-    rows = []
-    for trial_id, per_task in curves.items():
-        config_id = next(t["config_id"] for t in trials if t["trial_id"] == trial_id)
-        for k, task in enumerate(tasks):
-            for i, v in enumerate(per_task[task]):
-                rows.append({"schema_version": 1, "sweep": "hand", "trial_id": trial_id, "config_id": config_id,
-                             "iteration": i + 1, "step": (i + 1) * 10, "task": task, "task_index": k, "fid": v,
-                             "kid": v / 1000, "precision": 0.5, "recall": 0.5, "accuracy": 0.9, "g_loss": 1.0,
-                             "d_loss": 1.0, "time_s": float(i), "timestamp": 1.7e9 + i})
-    metrics = pd.DataFrame(rows).astype({"schema_version": "int32", "iteration": "int32", "task_index": "int32",
-                                         "step": "int64"})
-    (run / "metrics").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), run / "metrics" / "part-0.parquet")
-    frame = pd.DataFrame([{"schema_version": 1, "sweep": "hand", "status": "TERMINATED", "seed": 0, "alpha": 0.0,
-                           **{f"lambda_{t}": 1.0 for t in tasks}, "data": "digits", "samples_per_task": None,
-                           "width": 64, "lr": 1e-3, "batch_size": 64, "gan_loss": "hinge",
-                           "steps_per_iteration": 10, "iterations": len(next(iter(curves[t["trial_id"]].values()))),
-                           "fid_mean": np.nan, "kid_mean": np.nan, "node_ip": "127.0.0.1", "hostname": "h",
-                           "cpus": 1.0, "gpus": 0.0, "time_s": 1.0, "checkpoint_path": None, "samples_path": None,
-                           "error": None, **t} for t in trials])
-    frame["schema_version"] = frame["schema_version"].astype("int32")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), run / "trials.parquet")
-
 
 def test_pairs_by_baseline_key_at_the_configurations_common_iteration(tmp_path: Path) -> None:
     """All pairs of a configuration are compared at the last iteration all of them reached (ASHA
@@ -118,7 +93,7 @@ def test_pairs_by_baseline_key_at_the_configurations_common_iteration(tmp_path: 
         "hard_b": {"x": [480, 380, 280, 180, 80], "y": [580, 480, 380, 280, 180]},
     }
     _write_hand_run(run, trials, curves)
-    result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
+    result = analysis.analyze(analysis.load_runs([run], "fid"), resamples=2000)
     pairs = result.pairs.set_index(result.data.trials["trial_id"].to_numpy()[result.pairs["shared"]])
     assert set(pairs.index) == {"soft_a", "soft_b", "hard_b"}
     assert result.data.trials["trial_id"].iloc[pairs.loc["soft_a", "base"]] == "base_a"
@@ -143,10 +118,10 @@ def test_planted_benefit_recovered_over_200_independent_draws(tmp_path: Path) ->
     """200 widths = 200 independent baseline groups, each with one shared config of 10 seeds."""
     run = tmp_path / "draws"
     widths = tuple(range(1, 201))
-    truth = stats.write_synthetic_run(run, seeds=10, alphas=(0.1,), hard=False, widths=widths, benefit=PLANTED,
+    truth = testing.write_synthetic_run(run, seeds=10, alphas=(0.1,), hard=False, widths=widths, benefit=PLANTED,
                                       iterations=4, early_stop_fraction=0.3, diverged_fraction=0.0,
                                       error_fraction=0.0, samples="none", rng_seed=5)
-    result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
+    result = analysis.analyze(analysis.load_runs([run], "fid"), resamples=2000)
     configs = result.configs
     assert len(configs) == 200 and (configs["n_pairs"] == 10).all()
     assert truth["benefit"][configs["config_id"].iloc[0]] == list(PLANTED.values())
@@ -172,7 +147,7 @@ SOFT_ALPHAS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 def _sweep_in_memory(rng: np.random.Generator, planted: dict[str, float] | None = None, seeds: int = 8,
                      tasks: tuple[str, ...] = ("0", "1", "2", "3"), metric: str = "fid",
-                     level: float = 30.0) -> analyze.RunData:
+                     level: float = 30.0) -> analysis.RunData:
     """One sweep's results without files: independent + 5 soft (α) + hard configurations × seeds, one
     iteration; metric = level + seed effect - planted benefit (shared arms only) + N(0, 1) per trial."""
     arms = [("independent", 0.0)] + [("soft", a) for a in SOFT_ALPHAS] + [("hard", 0.0)]
@@ -185,7 +160,7 @@ def _sweep_in_memory(rng: np.random.Generator, planted: dict[str, float] | None 
                            "config_id": np.repeat(["independent"] + [f"c{i}" for i in range(1, len(arms))], seeds),
                            "baseline_key": [f"b{s}" for s in seed], "status": "TERMINATED", "mode": mode,
                            "alpha": np.repeat([a for _, a in arms], seeds), "seed": seed})
-    return analyze.RunData(run_dirs=["memory"], metric=metric, trials=trials, tasks=list(tasks),
+    return analysis.RunData(run_dirs=["memory"], metric=metric, trials=trials, tasks=list(tasks),
                            iterations=np.array([1]), values=values[:, None, :], schedulers=[None])
 
 
@@ -205,9 +180,9 @@ def test_headline_verdicts_not_fooled_by_selection_and_find_a_planted_gain() -> 
     rng = np.random.default_rng(2024)
     false_calls, found, wrong = 0, 0, 0
     for _ in range(100):
-        lines = analyze.headline(analyze.analyze(_sweep_in_memory(rng), resamples=200))
+        lines = analysis.headline(analysis.analyze(_sweep_in_memory(rng), resamples=200))
         false_calls += bool(_called(lines, "gain") | _called(lines, "NEGATIVE TRANSFER"))
-        lines = analyze.headline(analyze.analyze(_sweep_in_memory(rng, {"0": 2.5}), resamples=200))
+        lines = analysis.headline(analysis.analyze(_sweep_in_memory(rng, {"0": 2.5}), resamples=200))
         found += "0" in _called(lines, "gain")
         wrong += bool(_called(lines, "NEGATIVE TRANSFER") | (_called(lines, "gain") - {"0"}))
     assert false_calls <= 10, false_calls
@@ -217,10 +192,10 @@ def test_headline_verdicts_not_fooled_by_selection_and_find_a_planted_gain() -> 
 
 def test_headline_lists_planted_negative_transfer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "neg"
-    stats.write_synthetic_run(run, seeds=8, alphas=(0.01, 0.1, 1.0), benefit={"2": -4.0}, iterations=3,
+    testing.write_synthetic_run(run, seeds=8, alphas=(0.01, 0.1, 1.0), benefit={"2": -4.0}, iterations=3,
                               early_stop_fraction=0, diverged_fraction=0, error_fraction=0, samples="none",
                               rng_seed=3)
-    lines = analyze.headline(analyze.analyze(analyze.load_runs([run], "fid")))
+    lines = analysis.headline(analysis.analyze(analysis.load_runs([run], "fid")))
     assert _called(lines, "NEGATIVE TRANSFER") == {"2"}, lines
     assert _called(lines, "gain") == set(), lines
     loss = next(line for line in lines if "NEGATIVE TRANSFER" in line)
@@ -236,12 +211,12 @@ def test_best_configuration_needs_90_percent_of_the_pairs() -> None:
     lucky = trials.index[trials["config_id"] == "c3"]
     data.values[lucky] -= 20.0  # far better on every seed ...
     trials.loc[lucky[:4], "status"] = "diverged"  # ... but half of them diverged
-    result = analyze.analyze(data, resamples=200)
+    result = analysis.analyze(data, resamples=200)
     configs = result.configs.set_index("config_id")
     assert configs.loc["c3", "n_pairs"] == 4 and configs.loc["c3", "diverged_rate"] == 0.5
     assert configs.loc["c3", "dmtl"] == configs["dmtl"].max()  # the highest ΔMTL, on its survivors
     assert result.best_config != "c3" and result.n_eligible == 5
-    best = next(line for line in analyze.headline(result) if line.startswith("Best configuration"))
+    best = next(line for line in analysis.headline(result) if line.startswith("Best configuration"))
     assert "best of 5" in best and "diverged 0/8" in best
 
 
@@ -251,10 +226,10 @@ def test_kid_delta_mtl_uses_a_stable_denominator() -> None:
     data.values *= 1e-3  # KID scale: ~0.03, noise 0.001
     base0 = data.trials.index[(data.trials["mode"] == "independent") & (data.trials["seed"] == 0)][0]
     data.values[base0, 0, 0] = 1e-7  # a near-zero unbiased KID estimate
-    result = analyze.analyze(data, resamples=200)
+    result = analysis.analyze(data, resamples=200)
     assert np.isfinite(result.dmtl).all() and np.abs(result.dmtl).max() < 100, np.abs(result.dmtl).max()
     assert any("median independent kid" in note for note in result.notes)
-    fid = analyze.analyze(_sweep_in_memory(np.random.default_rng(1)), resamples=200)
+    fid = analysis.analyze(_sweep_in_memory(np.random.default_rng(1)), resamples=200)
     assert not any("median independent" in note for note in fid.notes)  # fid keeps the pair's own baseline
 
 
@@ -263,22 +238,22 @@ def test_scheduler_from_sweep_json(small_run: Path, tmp_path: Path, scheduler: s
     """PBT copies weights across seeds: no paired verdicts, said in the headline and the report."""
     run = _copy_run(small_run, tmp_path / scheduler)
     (run / "sweep.json").write_text(json.dumps({"name": "s", "spec": {"name": "s", "scheduler": scheduler}}))
-    result = analyze.analyze(analyze.load_runs([run], "fid"), resamples=2000)
-    lines = analyze.headline(result)
+    result = analysis.analyze(analysis.load_runs([run], "fid"), resamples=2000)
+    lines = analysis.headline(result)
     assert result.data.schedulers == [scheduler]
     assert (result.pbt_runs == [str(run)]) == (scheduler == "pbt")
     assert any(line.startswith("PBT:") for line in lines) == (scheduler == "pbt")
     assert any(line.startswith("ASHA:") for line in lines) == (scheduler == "asha")
     if scheduler == "pbt":
         assert not any(re.match(r"\s+(gain|NEGATIVE TRANSFER|unclear)", line) for line in lines)
-        assert (result.verdicts["verdict"] == analyze.NO_VERDICT_PBT).all()
+        assert (result.verdicts["verdict"] == analysis.NO_VERDICT_PBT).all()
         assert any("PBT run(s)" in note for note in result.notes)
 
 
 def test_pooled_runs_and_duplicate_baselines(small_run: Path, tmp_path: Path) -> None:
     other = _copy_run(small_run, tmp_path / "again")
-    single = analyze.analyze(analyze.load_runs([small_run], "fid"))
-    pooled = analyze.analyze(analyze.load_runs([small_run, other], "fid"))
+    single = analysis.analyze(analysis.load_runs([small_run], "fid"))
+    pooled = analysis.analyze(analysis.load_runs([small_run, other], "fid"))
     assert len(pooled.data.trials) == 2 * len(single.data.trials)
     assert len(pooled.pairs) == 2 * len(single.pairs)
     reasons = dict(zip(pooled.excluded["reason"], pooled.excluded["independent"]))
@@ -330,7 +305,7 @@ def test_html_is_self_contained(small_report: tuple[Path, str]) -> None:
 
 def test_single_seed_gives_point_estimates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "one"
-    stats.write_synthetic_run(run, seeds=1, alphas=(0.1, 1.0), benefit=PLANTED, iterations=3,
+    testing.write_synthetic_run(run, seeds=1, alphas=(0.1, 1.0), benefit=PLANTED, iterations=3,
                               early_stop_fraction=0, diverged_fraction=0, error_fraction=0, samples="none")
     code, out, err = _run_main([str(run), "--out", str(tmp_path / "rep")], capsys)
     assert code == 0, err
@@ -344,7 +319,7 @@ def test_single_seed_gives_point_estimates(tmp_path: Path, capsys: pytest.Captur
 def test_missing_samples_file_is_a_note_not_a_crash(small_run: Path, tmp_path: Path) -> None:
     run = _copy_run(small_run, tmp_path / "nosamples")
     _rewrite_trials(run, samples_path=lambda f: str(tmp_path / "gone.npz"))
-    assert analyze.main([str(run), "--metric", "kid"]) == 0
+    assert analyze_main([str(run), "--metric", "kid"]) == 0
     assert "No samples" in (run / "report" / "report.html").read_text()
 
 
@@ -352,9 +327,9 @@ def test_missing_samples_file_is_a_note_not_a_crash(small_run: Path, tmp_path: P
 def test_one_and_three_tasks(tasks: tuple[str, ...], metric: str, tmp_path: Path) -> None:
     """One task (no λ to vary) and three tasks (the λ simplex panel), higher-is-better metric."""
     lambdas = ((1.0,) * len(tasks),) + (((2.0, 1.0, 0.5), (0.5, 1.0, 2.0)) if len(tasks) == 3 else ())
-    stats.write_synthetic_run(tmp_path / "run", tasks=tasks, seeds=3, alphas=(0.1,), lambdas=lambdas,
+    testing.write_synthetic_run(tmp_path / "run", tasks=tasks, seeds=3, alphas=(0.1,), lambdas=lambdas,
                               benefit={tasks[0]: 5.0}, iterations=3, samples="none")
-    assert analyze.main([str(tmp_path / "run"), "--metric", metric]) == 0
+    assert analyze_main([str(tmp_path / "run"), "--metric", metric]) == 0
     benefit = pd.read_csv(tmp_path / "run" / "report" / "benefit.csv")
     assert len(benefit) == len(tasks) and benefit["benefit"].iloc[0] > 0  # fid down = precision up = helped
     page = (tmp_path / "run" / "report" / "report.html").read_text()
@@ -415,7 +390,7 @@ def test_unknown_schema_version(small_run: Path, tmp_path: Path, capsys: pytest.
 
 def test_no_baseline_arm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "nobase"
-    stats.write_synthetic_run(run, seeds=2, alphas=(0.1,), include_baseline=False, iterations=2, samples="none")
+    testing.write_synthetic_run(run, seeds=2, alphas=(0.1,), include_baseline=False, iterations=2, samples="none")
     code, _, err = _run_main([str(run)], capsys)
     _assert_one_line_error(code, err, r"no baseline arm.*rerun the sweep with the independent arm")
 
@@ -429,7 +404,7 @@ def test_all_trials_diverged(small_run: Path, tmp_path: Path, capsys: pytest.Cap
 
 def test_metric_without_values(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "nolabels"
-    stats.write_synthetic_run(run, seeds=2, alphas=(0.1,), iterations=2, samples="none", with_accuracy=False)
+    testing.write_synthetic_run(run, seeds=2, alphas=(0.1,), iterations=2, samples="none", with_accuracy=False)
     code, _, err = _run_main([str(run), "--metric", "accuracy"], capsys)
     _assert_one_line_error(code, err, r"metric 'accuracy' has no values")
 

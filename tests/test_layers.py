@@ -50,9 +50,9 @@ def test_ray_only_in_the_tune_facing_modules() -> None:
 
 
 def test_analysis_schema_search_spaces_and_core_import_without_ray() -> None:
-    modules = ["orchestrator.schema", "orchestrator.analyze", "orchestrator.report", "orchestrator.stats",
-               "search_spaces", "trainables.cli", "trainables.config", "trainables.keys", "trainables.model", "trainables.train",
-               "trainables.data", "trainables.metrics"]
+    modules = ["orchestrator.schema", "orchestrator.analyze", "orchestrator.analysis", "orchestrator.report",
+               "orchestrator.testing", "search_spaces", "trainables.cli", "trainables.config", "trainables.keys",
+               "trainables.model", "trainables.train", "trainables.data", "trainables.metrics"]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")

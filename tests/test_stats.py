@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator import stats
+from orchestrator.analysis import stats
 
 
 def test_benefit_sign_is_positive_when_sharing_helps() -> None:

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import analyze
+from orchestrator.analyze import main as analyze_main
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET, PREFIX, NAME = "sweeps", "runs", "s3smoke"
@@ -87,7 +87,7 @@ def test_smoke_sweep_into_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pyte
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     uri = f"{storage}/{NAME}?endpoint_override={s3_endpoint}&scheme=http"
-    assert analyze.main([uri, "--out", str(tmp_path / "report")]) == 0
+    assert analyze_main([uri, "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "no readable samples_path" not in report  # sample grids came from the bucket's checkpoints
     assert (tmp_path / "report" / "samples.png").is_file()
@@ -106,7 +106,7 @@ def test_analyze_missing_s3_run_is_one_line(s3_endpoint: str, monkeypatch: pytes
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     uri = f"s3://{BUCKET}/nothing-here?endpoint_override={s3_endpoint}&scheme=http"
-    assert analyze.main([uri, "--out", str(tmp_path / "out")]) == 2
+    assert analyze_main([uri, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0], err
     assert not (tmp_path / "out").exists()

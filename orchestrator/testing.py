@@ -1,0 +1,273 @@
+"""Helpers for tests and benchmarks (like hydra's test_utils): run directories in the results
+schema -- synthetic sweeps with a planted truth, hand-made runs -- and reading a run back, sweep
+files, a free port. The sink's own files are tested against a real Tune, not these."""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import yaml
+
+import search_spaces as ss
+from orchestrator.schema import (DIVERGED, ERROR, HARD, INDEPENDENT, METRICS_DIR, METRICS_SCHEMA, RUNNING,
+                                 SCHEMA_VERSION, SOFT, SWEEP_FILE, TERMINATED, TRIALS_FILE, trials_schema)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on any interface)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def write_space(directory: Path, name: str = "space", **changes: Any) -> str:
+    """The smoke sweep file with top-level keys replaced (None deletes a key), written as
+    ``directory/<name>.yaml``; returns its path."""
+    raw = yaml.safe_load((ss.SPACES_DIR / "smoke.yaml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    path = Path(directory) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A local run directory read back: (metrics rows, trials, sweep.json)."""
+    run_dir = Path(run_dir)
+    metrics = pads.dataset(run_dir / METRICS_DIR, format="parquet").to_table().to_pandas()
+    trials = pd.read_parquet(run_dir / TRIALS_FILE)
+    return metrics, trials, json.loads((run_dir / SWEEP_FILE).read_text())
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly the columns of ``schema`` (missing ones null), cast to its types."""
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_hand_run(run: Path, trials: list[dict], curves: dict[str, dict[str, list[float]]]) -> None:
+    """A run directory with hand-written trials (dicts of trials.parquet columns; the rest get
+    defaults) and per-task metric curves ``{trial_id: {task: [fid per iteration]}}``."""
+    tasks = list(next(iter(curves.values())).keys())
+    rows = []
+    for trial_id, per_task in curves.items():
+        config_id = next(t["config_id"] for t in trials if t["trial_id"] == trial_id)
+        for k, task in enumerate(tasks):
+            for i, v in enumerate(per_task[task]):
+                rows.append({"schema_version": SCHEMA_VERSION, "sweep": "hand", "trial_id": trial_id,
+                             "config_id": config_id, "iteration": i + 1, "step": (i + 1) * 10, "task": task,
+                             "task_index": k, "fid": v, "kid": v / 1000, "precision": 0.5, "recall": 0.5,
+                             "accuracy": 0.9, "g_loss": 1.0, "d_loss": 1.0, "time_s": float(i),
+                             "timestamp": 1.7e9 + i})
+    (run / METRICS_DIR).mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), run / METRICS_DIR / "part-0.parquet")
+    defaults = {"schema_version": SCHEMA_VERSION, "sweep": "hand", "status": TERMINATED, "seed": 0, "alpha": 0.0,
+                **{f"lambda_{t}": 1.0 for t in tasks}, "data": "digits", "width": 64, "lr": 1e-3, "batch_size": 64,
+                "gan_loss": "hinge", "steps_per_iteration": 10, "node_ip": "127.0.0.1", "hostname": "h",
+                "cpus": 1.0, "gpus": 0.0, "time_s": 1.0}
+    frame = [{**defaults, "iterations": len(next(iter(curves[t["trial_id"]].values()))), **t} for t in trials]
+    pq.write_table(pa.Table.from_pylist(frame, schema=trials_schema(tasks)), run / TRIALS_FILE)
+
+
+BenefitFn = Callable[[str, float, tuple[float, ...], int], float]
+
+
+def _stable_hash(*parts: object) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "1", "2", "3"),
+                        seeds: int = 5, alphas: tuple[float, ...] = (0.01, 0.1, 1.0),
+                        lambdas: tuple[tuple[float, ...], ...] | None = None, hard: bool = True,
+                        soft_alpha_zero: bool = False, widths: tuple[int, ...] = (64,),
+                        benefit: dict[str, float] | BenefitFn | None = None, noise: float = 1.0,
+                        pair_noise: float | None = None,
+                        iterations: int = 10, early_stop_fraction: float = 0.2,
+                        diverged_fraction: float = 0.05, error_fraction: float = 0.02,
+                        running_fraction: float = 0.0, samples: str = "some", files: int = 4,
+                        include_baseline: bool = True, rng_seed: int = 0, sweep: str = "synthetic",
+                        with_accuracy: bool = True) -> dict:
+    """Write a run directory (``metrics/``, ``trials.parquet``, ``sweep.json``) with a planted truth.
+
+    The final FID of a trial on task k is ``base_k + seed_effect[seed, k] - benefit(cfg, k) + e``
+    with ``e ~ N(0, noise)`` independent per trial, and it approaches that level over iterations
+    along a curve shared by all trials, so comparisons at equal iteration are fair and
+    comparisons at different iterations are not. ``benefit`` is in FID units, positive =
+    sharing helped; a dict gives a constant per task, a callable gets (mode, alpha, lambdas,
+    task_index). Returns the truth: ``{"benefit": {config_id: [per task]}, "trials": n, ...}``.
+    """
+    run_dir = Path(run_dir)
+    rng = np.random.default_rng(rng_seed)
+    n_tasks = len(tasks)
+    if lambdas is None:
+        lambdas = ((1.0,) * n_tasks,)
+    if benefit is None:
+        benefit = {t: 0.0 for t in tasks}
+    benefit_fn: BenefitFn = (benefit if callable(benefit)
+                             else (lambda mode, alpha, lam, k: float(benefit.get(tasks[k], 0.0))))
+    arms: list[tuple[str, float, tuple[float, ...]]] = []
+    if include_baseline:
+        arms.append((INDEPENDENT, 0.0, (1.0,) * n_tasks))
+    soft_alphas = ((0.0,) if soft_alpha_zero else ()) + tuple(alphas)
+    arms += [(SOFT, a, lam) for a in soft_alphas for lam in lambdas]
+    if hard:
+        arms += [(HARD, 0.0, lam) for lam in lambdas]
+
+    rows = []
+    truth: dict[str, list[float]] = {}
+    for width in widths:
+        for mode, alpha, lam in arms:
+            config_id = INDEPENDENT if mode == INDEPENDENT else "c" + _stable_hash(mode, alpha, lam, width)
+            planted = [0.0 if mode == INDEPENDENT else benefit_fn(mode, alpha, lam, k) for k in range(n_tasks)]
+            truth[config_id] = planted
+            for seed in range(seeds):
+                rows.append((config_id, mode, alpha, lam, width, seed, planted))
+    n_trials = len(rows)
+    base_level = 20.0 + 10.0 * np.arange(n_tasks)
+    seed_effect = rng.normal(0.0, 5.0, size=(seeds, len(widths), n_tasks))
+    planted = np.array([r[6] for r in rows])  # (T, K)
+    seed_idx = np.array([r[5] for r in rows])
+    width_idx = np.array([widths.index(r[4]) for r in rows])
+    trial_noise = rng.normal(0.0, noise if pair_noise is None else pair_noise, size=(n_trials, n_tasks))
+    level = base_level + seed_effect[seed_idx, width_idx] - planted + trial_noise  # final fid, (T, K)
+    its = np.arange(1, iterations + 1)
+    curve = 40.0 * np.exp(-its / 3.0)  # shared approach to the final level
+    fid = level[:, None, :] + curve[None, :, None]  # (T, I, K)
+
+    status = np.full(n_trials, TERMINATED, dtype=object)
+    done = np.full(n_trials, iterations)
+    u = rng.random(n_trials)
+    is_base = np.array([r[1] == INDEPENDENT for r in rows])
+    early = u < early_stop_fraction
+    done[early] = rng.integers(1, iterations, size=early.sum()) if iterations > 1 else 1
+    cut = early_stop_fraction
+    for name, frac in ((DIVERGED, diverged_fraction), (ERROR, error_fraction), (RUNNING, running_fraction)):
+        sel = (u >= cut) & (u < cut + frac) & ~is_base  # baselines are kept clean unless asked
+        status[sel] = name
+        done[sel] = rng.integers(0, iterations, size=sel.sum()) if name != RUNNING else \
+            rng.integers(1, iterations + 1, size=sel.sum())
+        cut += frac
+
+    keep = its[None, :] <= done[:, None]  # (T, I)
+    t_idx, i_idx = np.nonzero(keep)
+    t_rep = np.repeat(t_idx, n_tasks)
+    i_rep = np.repeat(i_idx, n_tasks)
+    k_rep = np.tile(np.arange(n_tasks), len(t_idx))
+    fid_v = fid[t_rep, i_rep, k_rep]
+    trial_ids = np.array([f"t{n:06d}_{_stable_hash(sweep, n)[:6]}" for n in range(n_trials)])
+    config_ids = np.array([r[0] for r in rows])
+    n_rows = len(t_rep)
+    metric_cols = {
+        "schema_version": pa.array(np.full(n_rows, SCHEMA_VERSION, np.int32)),
+        "sweep": pa.array(np.full(n_rows, sweep, dtype=object), pa.string()),
+        "trial_id": pa.DictionaryArray.from_arrays(t_rep.astype(np.int32), trial_ids).cast(pa.string()),
+        "config_id": pa.DictionaryArray.from_arrays(t_rep.astype(np.int32), config_ids).cast(pa.string()),
+        "iteration": pa.array(its[i_rep].astype(np.int32)),
+        "step": pa.array(its[i_rep].astype(np.int64) * 100),
+        "task": pa.DictionaryArray.from_arrays(k_rep.astype(np.int32), np.array(tasks)).cast(pa.string()),
+        "task_index": pa.array(k_rep.astype(np.int32)),
+        "fid": pa.array(fid_v),
+        "kid": pa.array(fid_v / 1000.0 + rng.normal(0, 1e-4, n_rows)),
+        "precision": pa.array(np.clip(1.0 - fid_v / 100.0, 0, 1)),
+        "recall": pa.array(np.clip(0.9 - fid_v / 120.0, 0, 1)),
+        "accuracy": pa.array(np.clip(1.0 - fid_v / 80.0, 0, 1)) if with_accuracy else pa.nulls(n_rows, pa.float64()),
+        "g_loss": pa.array(rng.normal(1.0, 0.1, n_rows)),
+        "d_loss": pa.array(rng.normal(1.2, 0.1, n_rows)),
+        "time_s": pa.array(its[i_rep] * 2.0),
+        "timestamp": pa.array(1.7e9 + its[i_rep] * 2.0),
+    }
+    table = pa.table(metric_cols).cast(METRICS_SCHEMA)
+    metrics_dir = run_dir / METRICS_DIR
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, n_rows, files + 1).astype(int)
+    for f in range(files):
+        pq.write_table(table.slice(bounds[f], bounds[f + 1] - bounds[f]), metrics_dir / f"part-{f:05d}.parquet")
+    # a half-written file of a concurrent writer: readers must ignore it
+    (metrics_dir / ".tmp-part-99999.parquet").write_bytes(b"PAR1 not a complete file")
+
+    last = np.maximum(done, 1) - 1
+    final_fid = fid[np.arange(n_trials), last]  # (T, K)
+    samples_dir = run_dir / "samples"
+    samples_path = np.full(n_trials, None, dtype=object)
+    if samples != "none":
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        want = np.ones(n_trials, bool) if samples == "all" else (seed_idx == 0) | (np.arange(n_trials) < 50)
+        for t in np.flatnonzero(want & (done > 0)):
+            path = samples_dir / f"{trial_ids[t]}.npz"
+            images = _synthetic_images(n_tasks, 16, quality=1.0 / (1.0 + final_fid[t].mean() / 20.0), seed=int(t))
+            np.savez(path, images=images, tasks=np.array(tasks))
+            samples_path[t] = str(path)
+        # one referenced file that is missing, as after a node loss
+        missing = np.flatnonzero(~want)
+        if len(missing):
+            samples_path[missing[0]] = str(samples_dir / "lost.npz")
+
+    trial_cols: dict[str, object] = {
+        "schema_version": np.full(n_trials, SCHEMA_VERSION, np.int32),
+        "sweep": np.full(n_trials, sweep, dtype=object),
+        "trial_id": trial_ids,
+        "config_id": config_ids,
+        "baseline_key": np.array(["b" + _stable_hash(r[4], r[5]) for r in rows]),
+        "status": status,
+        "seed": seed_idx.astype(np.int64),
+        "mode": np.array([r[1] for r in rows]),
+        "alpha": np.array([r[2] for r in rows], float),
+    }
+    for k, task in enumerate(tasks):
+        trial_cols[f"lambda_{task}"] = np.array([r[3][k] for r in rows], float)
+    trial_cols.update({
+        "data": np.full(n_trials, "digits:classes=" + ",".join(tasks), dtype=object),
+        "samples_per_task": pd.array([None] * n_trials, dtype="Int64"),
+        "width": np.array([r[4] for r in rows], np.int64),
+        "lr": np.full(n_trials, 1e-3),
+        "batch_size": np.full(n_trials, 64, np.int64),
+        "gan_loss": np.full(n_trials, "nonsaturating", dtype=object),
+        "steps_per_iteration": np.full(n_trials, 100, np.int64),
+        "iterations": done.astype(np.int64),
+    })
+    for k, task in enumerate(tasks):
+        trial_cols[f"fid_{task}"] = np.where(done > 0, final_fid[:, k], np.nan)
+        trial_cols[f"kid_{task}"] = np.where(done > 0, final_fid[:, k] / 1000.0, np.nan)
+    trial_cols.update({
+        "fid_mean": np.where(done > 0, final_fid.mean(1), np.nan),
+        "kid_mean": np.where(done > 0, final_fid.mean(1) / 1000.0, np.nan),
+        "node_ip": np.full(n_trials, "127.0.0.1", dtype=object),
+        "hostname": np.full(n_trials, "localhost", dtype=object),
+        "cpus": np.full(n_trials, 1.0),
+        "gpus": np.full(n_trials, 0.0),
+        "time_s": done * 2.0,
+        "checkpoint_path": np.full(n_trials, None, dtype=object),
+        "samples_path": samples_path,
+        "error": np.where(status == ERROR, "RuntimeError: synthetic failure",
+                          np.where(status == DIVERGED, "DivergenceError: NaN loss", None)),
+    })
+    trials = pa.Table.from_pandas(pd.DataFrame(trial_cols), preserve_index=False)
+    pq.write_table(_conform(trials, trials_schema(list(tasks))), run_dir / TRIALS_FILE)
+    (run_dir / SWEEP_FILE).write_text(json.dumps({"name": sweep, "synthetic": True, "seeds": seeds,
+                                                    "tasks": list(tasks)}))
+    return {"benefit": truth, "trials": n_trials, "metric_rows": n_rows, "tasks": list(tasks)}
+
+
+def _synthetic_images(n_tasks: int, k: int, quality: float, seed: int, size: int = 16) -> np.ndarray:
+    """Blobs per task (task k: a disc at a task-specific place), blurred by noise as quality drops."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1.0)
+    out = np.empty((n_tasks, k, 1, size, size), np.float32)
+    for t in range(n_tasks):
+        cx, cy = 0.3 + 0.4 * (t % 2), 0.3 + 0.4 * ((t // 2) % 2)
+        disc = ((xx - cx) ** 2 + (yy - cy) ** 2 < 0.06).astype(np.float32) * 2 - 1
+        noise = rng.normal(0, 1.0 - quality, size=(k, size, size))
+        out[t, :, 0] = np.clip(disc[None] + noise, -1, 1)
+    return out
