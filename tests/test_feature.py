@@ -61,11 +61,12 @@ def test_feature_has_one_encoder_per_arm_private_one_per_task() -> None:
     assert not torch.allclose(h[0], h[1])  # arms have their own φ
 
 
-def _step(g, d, opts, alpha: float, lambdas: torch.Tensor, seed: int = 0):
+def _step(g, d, opts, alpha: float, lambdas: torch.Tensor, seed: int = 0, precision: str = "fp32"):
     rng = torch.Generator().manual_seed(seed)
     real = torch.rand(2, 3, 6, 256, generator=rng) * 2 - 1
     z_d, z_g = (torch.randn(2, 3, 6, Z_DIM, generator=rng) for _ in range(2))
-    return feature_step(g, d, *opts, real, z_d, z_g, lambdas, torch.full((2,), alpha), "nonsaturating")
+    return feature_step(g, d, *opts, real, z_d, z_g, lambdas, torch.full((2,), alpha), "nonsaturating",
+                        precision)
 
 
 def test_pull_trains_the_generator_only_and_phi_follows_the_weighted_discriminator_losses() -> None:
@@ -128,3 +129,14 @@ def test_evaluation_features_come_from_each_tasks_training_images() -> None:
             allowed = feats[a, t, : int(lengths[t])]
             distances = (drawn[a, t, :, None] - allowed[None]).norm(dim=-1).min(1).values
             assert float(distances.max()) < 1e-6
+
+
+def test_bf16_step_stays_close_to_fp32() -> None:
+    """bf16 autocast on the CPU: float32 losses within bfloat16's rounding of the fp32 step's."""
+    results = {}
+    for precision in ("fp32", "bf16"):
+        g, d = _nets("feature")
+        results[precision] = _step(g, d, _optimizers(g, d), 1.0, torch.ones(2, 3), precision=precision)
+        assert all(x.dtype == torch.float32 and bool(torch.isfinite(x).all()) for x in results[precision])
+    for full, low in zip(results["fp32"], results["bf16"]):
+        torch.testing.assert_close(low, full, rtol=0.05, atol=0.05)

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.conv import INIT_STD, LEAK, ConvEncoder, ConvGenerator, n_conv_layers
+from trainables.precision import forward_autocast
 
 FEATURE_MODES = ("feature", "feature_private")
 FEATURE_DIM = 32
@@ -86,13 +87,12 @@ class _NoSoftLayers:
 
 
 class FeatureGenerator(_NoSoftLayers, nn.Module):
-    """G_i(z, s) = G_i([z, s]) per (arm, task): (A, T, B, z), (A, T, B, f) → (A, T, B, C·H·W)."""
+    """G_i(z, s) = G_i([z, s]) per (arm, task): (A, T, B, z), (A, T, B, f) → (A, T, B, C·H·W).
+    ``net`` is an unshared population generator (conv or MLP) whose input is z and s side by side."""
 
-    def __init__(self, n_tasks: int, z_dim: int, feature_dim: int, image_shape: tuple[int, int, int],
-                 channels: int, generators: list[torch.Generator]) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = ConvGenerator(n_tasks, z_dim + feature_dim, image_shape, channels, 0, "independent",
-                                 generators)
+        self.net = net
 
     def forward(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, s], -1))
@@ -108,19 +108,14 @@ class FeatureGenerator(_NoSoftLayers, nn.Module):
 
 
 class FeatureDiscriminator(_NoSoftLayers, nn.Module):
-    """D_i(x, s) on the encoder trunk E_φ: shared by the tasks of an arm (``feature``) or one
-    per task (``feature_private``)."""
+    """D_i(x, s) = head_i(E_φ(x), s) on the encoder trunk E_φ (conv or MLP, image → f): one per
+    arm, every layer ``hard`` (``feature``), or one per task, every layer independent
+    (``feature_private``)."""
 
-    def __init__(self, n_tasks: int, feature_dim: int, image_shape: tuple[int, int, int], channels: int,
-                 mode: str, generators: list[torch.Generator]) -> None:
+    def __init__(self, encoder: nn.Module, head: ProjectionHead) -> None:
         super().__init__()
-        if mode not in FEATURE_MODES:
-            raise ValueError(f"feature networks need mode {' or '.join(FEATURE_MODES)}, got {mode!r}")
-        every_layer = n_conv_layers(image_shape[1])
-        self.encoder = ConvEncoder(n_tasks, image_shape, channels, feature_dim,
-                                   every_layer if mode == "feature" else 0,
-                                   "hard" if mode == "feature" else "independent", generators)
-        self.head = ProjectionHead(n_tasks, feature_dim, generators)
+        self.encoder = encoder
+        self.head = head
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """E_φ(x): (A, T, B, C·H·W) → (A, T, B, f), every task in one batched call."""
@@ -146,12 +141,23 @@ class FeatureDiscriminator(_NoSoftLayers, nn.Module):
         return encoder + [("head." + name, p, False) for name, p in self.head.named_parameters()]
 
 
+def encoder_sharing(mode: str) -> str:
+    """The encoder's layer sharing: one per arm (hard) for ``feature``, per task for the control."""
+    if mode not in FEATURE_MODES:
+        raise ValueError(f"feature networks need mode {' or '.join(FEATURE_MODES)}, got {mode!r}")
+    return "hard" if mode == "feature" else "independent"
+
+
 def build_feature_networks(n_tasks: int, image_shape: tuple[int, int, int], channels: int, z_dim: int,
                            mode: str, generators: list[torch.Generator], feature_dim: int = FEATURE_DIM,
                            ) -> tuple[FeatureGenerator, FeatureDiscriminator]:
-    g = FeatureGenerator(n_tasks, z_dim, feature_dim, image_shape, channels, generators)
-    d = FeatureDiscriminator(n_tasks, feature_dim, image_shape, channels, mode, generators)
-    return g, d
+    """The conv networks of the feature-space reading (see ``trainables.arch`` for both archs)."""
+    sharing = encoder_sharing(mode)
+    g = FeatureGenerator(ConvGenerator(n_tasks, z_dim + feature_dim, image_shape, channels, 0,
+                                       "independent", generators))
+    encoder = ConvEncoder(n_tasks, image_shape, channels, feature_dim, n_conv_layers(image_shape[1]),
+                          sharing, generators)
+    return g, FeatureDiscriminator(encoder, ProjectionHead(n_tasks, feature_dim, generators))
 
 
 # ------------------------------------------------------------------------------ the step's math
@@ -182,25 +188,32 @@ def _per_task(loss_fn, *logits: torch.Tensor) -> torch.Tensor:
 def feature_step(g: FeatureGenerator, d: FeatureDiscriminator, opt_g: torch.optim.Optimizer,
                  opt_head: torch.optim.Optimizer, opt_encoder: torch.optim.Optimizer,
                  real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor, lambdas: torch.Tensor,
-                 alpha: torch.Tensor, gan_loss: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 alpha: torch.Tensor, gan_loss: str, precision: str = "fp32",
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of the feature-space reading for every arm and task; returns (g_loss, d_loss,
     pull), each (A, T). ``lambdas`` (A, T), ``alpha`` (A,). ``opt_head`` holds the discriminator
-    heads, ``opt_encoder`` φ, ``opt_g`` the generators."""
+    heads, ``opt_encoder`` φ, ``opt_g`` the generators. Forward passes run at ``precision``
+    (``trainables.precision``; the caller sets the step's TF32 flags)."""
     from trainables.model import discriminator_loss, generator_loss
 
-    s = real_features(d, real)  # S from data: every task's real batch, one batched call
-    # 3a. Discriminator: D_i(x, s) on real pairs and on fakes G_i(z, s) with the same features.
-    with torch.no_grad():
-        fake = g(z_d, s)
-    d_loss = _per_task(lambda r, f: discriminator_loss(gan_loss, r, f), d(real, s)[..., 0], d(fake, s)[..., 0])
+    autocast = lambda: forward_autocast(precision, real.device)  # noqa: E731
+    with autocast():
+        s = real_features(d, real).float()  # S from data: every task's real batch, one batched call
+        # 3a. Discriminator: D_i(x, s) on real pairs and on fakes G_i(z, s) with the same features.
+        with torch.no_grad():
+            fake = g(z_d, s)
+        real_logits, fake_logits = d(real, s)[..., 0].float(), d(fake, s)[..., 0].float()
+    d_loss = _per_task(lambda r, f: discriminator_loss(gan_loss, r, f), real_logits, fake_logits)
     opt_head.zero_grad(set_to_none=True)
     opt_encoder.zero_grad(set_to_none=True)
     (lambdas * d_loss).sum().backward()  # φ's gradient is kept for step 4
     opt_head.step()
     # 3b. Generator: fool D_i under the same conditioning, and re-encode to the asked-for feature.
-    h = d.encode(g(z_g, s))  # one encoding serves D_i's judgement and the pull
-    g_loss = _per_task(lambda f: generator_loss(gan_loss, f), d.head(h, s)[..., 0])
-    pull = feature_distance(h, s)
+    with autocast():
+        h = d.encode(g(z_g, s))  # one encoding serves D_i's judgement and the pull
+        logits = d.head(h, s)[..., 0].float()
+    g_loss = _per_task(lambda f: generator_loss(gan_loss, f), logits)
+    pull = feature_distance(h.float(), s)
     opt_g.zero_grad(set_to_none=True)
     ((lambdas * g_loss).sum() + (alpha[:, None] * pull).sum()).backward(inputs=list(g.parameters()))
     opt_g.step()
