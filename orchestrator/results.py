@@ -6,32 +6,45 @@ and ``trials.parquet`` (one row per trial). Every local file is written as ``.tm
 renamed (an object store's upload appears whole anyway), so a reader (pandas,
 pyarrow.dataset, DuckDB) sees whole files only, while the sweep runs.
 
-Durability: each result's rows are written synchronously in ``on_trial_result``, as their own
-file ``<trial_id>-<i>-<i>.parquet``. Tune calls that hook before it processes the checkpoint
-reported with the result, so no experiment state Tune persists can name a checkpoint whose rows
-are not on disk yet: a resumed trial restarts from that checkpoint and never reports its
-iteration again, so a buffered row would be lost for good.
+Durability: a result's rows are kept in memory until Tune next saves its experiment state, and
+written then -- from ``get_state``, which Tune calls while saving, after writing the state to
+the driver's local staging directory and before uploading it to the storage. So no experiment
+state in the storage can name a checkpoint whose rows are not there: a resumed trial restarts
+from that checkpoint and never reports its iteration again, so a lost row would be lost for
+good, while rows of later, unsaved iterations are reported again by the resumed trial. Rows are
+also written when their trial ends. This costs one write per trial per state save (Tune saves
+every few seconds) instead of one per result: on an object store, one PUT per result was the
+limit (a few results/s).
 
-Compaction keeps the file count at about one per trial: when a trial ends, its files are merged
-into one ``<trial_id>-<first>-<last>.parquet`` (written atomically), then the parts are deleted.
-A reader listing the directory between those two steps sees a part and the merged file at once
-(the same rows twice) -- a window of a few file deletions, only for a trial that just ended.
-If the driver dies inside it, ``setup()`` repairs the run on resume: a file whose iteration
-range lies inside another file of the same trial, with all its rows there, is deleted.
+Compaction keeps the file count at about one per trial: when a trial ends, its files (and rows
+still in memory) become one ``<trial_id>-<first>-<last>.parquet`` (written atomically), then the
+parts are deleted; a trial that ends between two state saves is written once, already compact.
+A reader listing the directory between the write and the deletions sees the same rows twice --
+a window of a few file deletions, only for a trial that just ended. If the driver dies inside
+it, ``setup()`` repairs the run on resume: a file whose iteration range lies inside another
+file of the same trial, with all its rows there, is deleted.
 
 Rows are never duplicated: at setup -- a fresh start, a ``--resume``, or a restored Tuner --
 the (trial_id, iteration) pairs already on disk are read and skipped when reported again (a
-trial restarted from a checkpoint replays at most the iterations after that checkpoint).
-trials.parquet is rewritten on each status change (and every ``flush_seconds`` when final
-metrics moved); it is a summary that the next status change corrects, not the record.
+trial restarted from a checkpoint replays at most the iterations after that checkpoint). A
+metrics file that cannot be read (truncated, not Parquet) is moved to ``metrics-unreadable/``
+with one line naming it and the rows it held; files not named like the sink's are left alone
+with a warning.
 
-The callback pickles as its constructor arguments only (``__reduce__``): Tune stores the
-RunConfig, callbacks included, in tuner.pkl and ``Tuner.restore`` (which takes no callbacks
-argument in Ray 2.60) brings them back from there, so a resumed sweep gets a fresh sink that
-re-reads the run directory.
+trials.parquet is a summary that lags the trials by at most ``flush_seconds`` (more where
+rewriting it would take over 5% of the driver's time: its cost grows with the trial count, so
+its frequency falls with it) and is complete when the sweep ends; status changes are applied in
+memory, and on resume from Tune's own restored trial states.
+
+The callback pickles as its constructor arguments, less the run directory (``__reduce__``):
+Tune stores the RunConfig, callbacks included, in tuner.pkl and ``Tuner.restore`` (which takes
+no callbacks argument in Ray 2.60) brings them back from there; the driver then tells each
+restored sink where the run is now (``relocate``), so a run moved to other storage is written
+there and nothing pickled names a path.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sys
@@ -40,7 +53,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from ray.tune import Callback
 
 import search_spaces as ss
@@ -51,6 +65,7 @@ from trainables.config import GANConfig
 from trainables.keys import ORCHESTRATOR_KEYS
 from trainables.tune_trainable import SAMPLES_FILE, gan_config_dict, trial_of
 
+UNREADABLE_DIR = "metrics-unreadable"  # beside metrics/, so no reader of the dataset meets them
 METRICS_FILE_NAME = re.compile(r"^(?P<trial_id>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
 
@@ -86,16 +101,6 @@ class MetricsFile(NamedTuple):
         return self.name != other.name and other.first <= self.first and self.last <= other.last
 
 
-def metrics_files(run: RunLocation) -> dict[str, list[MetricsFile]]:
-    """The metrics dataset's files by trial (files not named by this sink are left alone)."""
-    by_trial: dict[str, list[MetricsFile]] = {}
-    for path in run.parquet_files(METRICS_DIR):
-        file = MetricsFile.parse(path.rsplit("/", 1)[-1])
-        if file is not None:
-            by_trial.setdefault(file.trial_id, []).append(file)
-    return by_trial
-
-
 def _iterations_in(run: RunLocation, file: MetricsFile) -> set[int]:
     return set(run.read_table(METRICS_DIR, file.name, columns=["iteration"]).column("iteration").to_pylist())
 
@@ -114,13 +119,42 @@ def repair_interrupted_compactions(run: RunLocation, files: list[MetricsFile]) -
     return kept
 
 
-def written_iterations(run: RunLocation) -> set[tuple[str, int]]:
-    """(trial_id, iteration) pairs already in the metrics dataset."""
-    files = run.parquet_files(METRICS_DIR)
-    if not files:
-        return set()
-    table = pads.dataset(files, filesystem=run.fs, format="parquet").to_table(columns=["trial_id", "iteration"])
-    return set(zip(table.column("trial_id").to_pylist(), table.column("iteration").to_pylist()))
+def written_iterations(run: RunLocation, files: list[MetricsFile]) -> set[tuple[str, int]]:
+    """(trial_id, iteration) pairs in the given metrics files (each read alone, so the caller
+    has already set aside the unreadable ones)."""
+    pairs: set[tuple[str, int]] = set()
+    for file in files:
+        table = run.read_table(METRICS_DIR, file.name, columns=["trial_id", "iteration"])
+        pairs.update(zip(table.column("trial_id").to_pylist(), table.column("iteration").to_pylist()))
+    return pairs
+
+
+def set_aside_unreadable(run: RunLocation) -> list[MetricsFile]:
+    """The sink's readable metrics files. An unreadable one (truncated, not Parquet, wrong
+    columns) is moved to ``metrics-unreadable/`` with one line naming it and the rows it held;
+    a file not named like the sink's is left where it is, with a warning (readers skip it)."""
+    readable = []
+    for path in run.parquet_files(METRICS_DIR):
+        name = path.rsplit("/", 1)[-1]
+        file = MetricsFile.parse(name)
+        if file is None:
+            print(f"warning: ignoring {run.uri(METRICS_DIR, name)}: not a file this sweep wrote",
+                  file=sys.stderr, flush=True)
+            continue
+        try:
+            schema = pq.read_schema(path, filesystem=run.fs)
+            missing = [c for c in ("trial_id", "iteration") if c not in schema.names]
+            if missing:
+                raise ValueError(f"no column {missing[0]}")
+        except (OSError, ValueError, pa.ArrowException) as e:
+            run.makedirs(UNREADABLE_DIR)
+            run.fs.move(path, run.sub(UNREADABLE_DIR, name))
+            print(f"warning: {run.uri(METRICS_DIR, name)} cannot be read ({_first_line(e)}); moved to "
+                  f"{run.uri(UNREADABLE_DIR, name)}. Rows lost: trial {file.trial_id}, iterations "
+                  f"{file.first}..{file.last}", file=sys.stderr, flush=True)
+            continue
+        readable.append(file)
+    return readable
 
 
 def _checkpoint_uri(checkpoint, *parts: str, query: str = "") -> str:
@@ -132,10 +166,10 @@ def _checkpoint_uri(checkpoint, *parts: str, query: str = "") -> str:
 class ParquetResults(Callback):
     """Streams every reported result of a sweep into the Parquet dataset (see module doc)."""
 
-    def __init__(self, run_dir: str, sweep: str, task_names: list[str], cpus: float, gpus: float,
+    def __init__(self, run_dir: str | None, sweep: str, task_names: list[str], cpus: float, gpus: float,
                  flush_seconds: float = 5.0) -> None:
         self.run_dir = run_dir
-        self._files = RunLocation(run_dir)
+        self._files = RunLocation(run_dir) if run_dir is not None else None
         self.sweep = sweep
         self.task_names = list(task_names)
         self.cpus, self.gpus = float(cpus), float(gpus)
@@ -143,31 +177,65 @@ class ParquetResults(Callback):
         self._schema = trials_schema(self.task_names)
         self._written: set[tuple[str, int]] = set()
         self._metrics_files: dict[str, list[MetricsFile]] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}  # rows waiting for the next state save
+        self._session_rows: dict[str, list[dict[str, Any]]] = {}  # rows this driver wrote, by trial
+        self._session_parts: dict[str, set[str]] = {}  # the part files holding them
         self._trials: dict[str, dict[str, Any]] = {}
+        self._trials_seen = 0  # Tune's trial list only grows: rows exist for its first N
         self._trials_dirty = False
         self._last_flush = time.monotonic()
+        self._trials_write_s = 0.0
+        self.failure: OSError | None = None  # a write that failed (Tune swallows some of our errors)
 
     def __reduce__(self):
-        return (type(self), (self.run_dir, self.sweep, self.task_names, self.cpus, self.gpus,
-                             self.flush_seconds))
+        return (type(self), (None, self.sweep, self.task_names, self.cpus, self.gpus, self.flush_seconds))
+
+    def relocate(self, run_dir: str) -> None:
+        """Where the run is now (a restored sink knows no path; see module doc)."""
+        self.run_dir = run_dir
+        self._files = RunLocation(run_dir)
 
     # ------------------------------------------------------------------ Tune callback hooks
     def setup(self, **info: Any) -> None:
+        if self._files is None:
+            raise RuntimeError("ParquetResults was restored without relocate(run_dir): it does not know "
+                               "where the run is")
         self._files.makedirs(METRICS_DIR)
         self._files.delete_temporaries(METRICS_DIR)  # left by a driver killed mid-write
+        readable = set_aside_unreadable(self._files)
+        by_trial: dict[str, list[MetricsFile]] = {}
+        for file in readable:
+            by_trial.setdefault(file.trial_id, []).append(file)
         self._metrics_files = {trial_id: repair_interrupted_compactions(self._files, files)
-                               for trial_id, files in metrics_files(self._files).items()}
-        self._written = written_iterations(self._files)
+                               for trial_id, files in by_trial.items()}
+        self._written = written_iterations(self._files, [f for fs in self._metrics_files.values() for f in fs])
         if self._files.exists(TRIALS_FILE):
-            for row in self._files.read_table(TRIALS_FILE).to_pylist():
+            try:
+                rows = self._files.read_table(TRIALS_FILE).to_pylist()
+            except (OSError, pa.ArrowException) as e:  # rebuilt from Tune's trials at the first step
+                print(f"warning: {self._files.uri(TRIALS_FILE)} cannot be read ({_first_line(e)}); "
+                      f"rewriting it from the sweep's trials", file=sys.stderr, flush=True)
+                rows = []
+            for row in rows:
                 self._trials[row["trial_id"]] = {k: row.get(k) for k in self._schema.names}
 
+    def get_state(self) -> None:
+        """Called by Tune while it saves the experiment state, before the upload: write the
+        rows that state's checkpoints stand for (module doc). Keeps no state of its own."""
+        self._persist_pending()
+        if self._trials_dirty and self._trials_due():
+            self._write_trials()
+        return None
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        for trial in trials:
+        if self._trials_seen == 0 and trials:
+            self._adopt_tune_statuses(trials)  # a resumed sweep: Tune knows how each trial ended
+        for trial in trials[self._trials_seen:]:
             if trial.trial_id not in self._trials:
                 self._row(trial)["status"] = PENDING
                 self._trials_dirty = True
-        if self._trials_dirty and time.monotonic() - self._last_flush >= self.flush_seconds:
+        self._trials_seen = len(trials)
+        if self._trials_dirty and self._trials_due():
             self._write_trials()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -180,10 +248,10 @@ class ParquetResults(Callback):
         for key in ("node_ip", "hostname", "device", "cpus", "gpus"):
             if key in result:
                 row[key] = result[key]
+        self._trials_dirty = True
         if result.get("diverged"):
             row["status"], row["error"] = DIVERGED, str(result.get("error", DIVERGED))
             row["time_s"] = float(result.get("time_s", math.nan))
-            self._write_trials()
             return
         iteration_done = int(result["iteration"])
         row["iterations"] = iteration_done
@@ -191,22 +259,17 @@ class ParquetResults(Callback):
         for t in self.task_names:
             row[f"fid_{t}"], row[f"kid_{t}"] = result.get(f"fid/{t}"), result.get(f"kid/{t}")
         row["fid_mean"], row["kid_mean"] = result.get("fid_mean"), result.get("kid_mean")
-        self._trials_dirty = True
         key = (trial.trial_id, iteration_done)
         if key in self._written:
             return  # replayed after a restore: already on disk
         timestamp = time.time()  # Tune's own "timestamp" is whole seconds
-        rows = [{"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-                 "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
-                 "task": t, "task_index": i,
-                 **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
-                 "time_s": float(result["time_s"]), "timestamp": timestamp}
-                for i, t in enumerate(self.task_names)]
-        # Now, not buffered: Tune processes this result's checkpoint after this hook returns and
-        # may persist an experiment state naming it at any moment after (see module doc).
-        part = MetricsFile.named(trial.trial_id, iteration_done, iteration_done)
-        self._files.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), METRICS_DIR, part.name)
-        self._metrics_files.setdefault(trial.trial_id, []).append(part)
+        self._pending.setdefault(trial.trial_id, []).extend(
+            {"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
+             "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
+             "task": t, "task_index": i,
+             **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
+             "time_s": float(result["time_s"]), "timestamp": timestamp}
+            for i, t in enumerate(self.task_names))
         self._written.add(key)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
@@ -221,50 +284,113 @@ class ParquetResults(Callback):
         self.compact(trial.trial_id)
         if self._row(trial)["status"] != DIVERGED:
             self._row(trial)["status"] = TERMINATED
-        self._write_trials()
+        self._trials_dirty = True
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.compact(trial.trial_id)
         row = self._row(trial)
         row["status"] = ERROR
         row["error"] = _first_error_line(trial)
-        self._write_trials()
+        self._trials_dirty = True
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # Trials that ended under an earlier driver that died before compacting them
-        for trial_id in list(self._metrics_files):
-            self.compact(trial_id)
-        self._write_trials()
+        with self._recording_failure():
+            for trial_id in sorted(set(self._metrics_files) | set(self._pending)):
+                self.compact(trial_id)
+            self._write_trials()
 
     # -------------------------------------------------------------------------- writing
+    def _persist_pending(self) -> None:
+        """Write every trial's rows still in memory, one part file per trial."""
+        with self._recording_failure():
+            self._persist_pending_now()
+
+    @contextlib.contextmanager
+    def _recording_failure(self):
+        """Keep the first OSError of a write: Tune logs and goes on from an error raised in
+        its final save or in ``on_experiment_end``; the driver checks ``failure``."""
+        try:
+            yield
+        except OSError as e:
+            if self.failure is None:
+                self.failure = e
+            raise
+
+    def _persist_pending_now(self) -> None:
+        for trial_id in list(self._pending):
+            rows = self._pending[trial_id]
+            iterations = [r["iteration"] for r in rows]
+            part = MetricsFile.named(trial_id, min(iterations), max(iterations))
+            self._files.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), METRICS_DIR, part.name)
+            del self._pending[trial_id]
+            self._metrics_files.setdefault(trial_id, []).append(part)
+            self._session_rows.setdefault(trial_id, []).extend(rows)
+            self._session_parts.setdefault(trial_id, set()).add(part.name)
+
     def compact(self, trial_id: str) -> None:
-        """Merge a trial's metrics files into one ``<trial_id>-<first>-<last>.parquet``.
+        """Merge a trial's metrics files and rows still in memory into one
+        ``<trial_id>-<first>-<last>.parquet``.
 
         The merged file is complete on disk before any part is deleted, so a crash loses
-        nothing (setup() deletes the leftover parts); readers may meanwhile see both."""
+        nothing (setup() deletes the leftover parts); readers may meanwhile see both. Rows
+        this driver wrote come from memory: only parts of an earlier driver are read back."""
         files = self._metrics_files.get(trial_id, [])
-        if len(files) < 2:
+        pending = self._pending.pop(trial_id, [])
+        if not pending and len(files) < 2:
+            self._drop_session(trial_id)
             return
-        merged = MetricsFile.named(trial_id, min(f.first for f in files), max(f.last for f in files))
-        table = pa.concat_tables([self._files.read_table(METRICS_DIR, f.name).cast(METRICS_SCHEMA) for f in files])
-        table = table.sort_by([("iteration", "ascending"), ("task_index", "ascending")])
+        mine = self._session_parts.get(trial_id, set())
+        tables = [pa.Table.from_pylist(self._session_rows.get(trial_id, []) + pending, schema=METRICS_SCHEMA)]
+        tables += [self._files.read_table(METRICS_DIR, f.name).cast(METRICS_SCHEMA)
+                   for f in files if f.name not in mine]
+        table = pa.concat_tables(tables).sort_by([("iteration", "ascending"), ("task_index", "ascending")])
+        iterations = table.column("iteration")
+        merged = MetricsFile.named(trial_id, pc_min(iterations), pc_max(iterations))
         self._files.write_table(table, METRICS_DIR, merged.name)
         for file in files:
             if file.name != merged.name:
                 self._files.delete(METRICS_DIR, file.name)
         self._metrics_files[trial_id] = [merged]
+        self._drop_session(trial_id)
+
+    def _drop_session(self, trial_id: str) -> None:
+        self._session_rows.pop(trial_id, None)
+        self._session_parts.pop(trial_id, None)
+
+    def _trials_due(self) -> bool:
+        # Rewriting trials.parquet costs O(trials): at most ~5% of the driver's time on it.
+        interval = max(self.flush_seconds, 20.0 * self._trials_write_s)
+        return time.monotonic() - self._last_flush >= interval
 
     def _write_trials(self) -> None:
+        started = time.monotonic()
         rows = sorted(self._trials.values(), key=lambda r: r["trial_id"])
         self._files.write_table(pa.Table.from_pylist(rows, schema=self._schema), TRIALS_FILE)
         self._trials_dirty = False
         self._last_flush = time.monotonic()
+        self._trials_write_s = self._last_flush - started
 
     def _set_status(self, trial, status: str) -> None:
         row = self._row(trial)
         if row["status"] != DIVERGED:
             row["status"] = status
-        self._write_trials()
+        self._trials_dirty = True
+
+    def _adopt_tune_statuses(self, trials: list) -> None:
+        """After a resume, trials.parquet may lag: take each trial's end from Tune's state."""
+        for trial in trials:
+            row = self._row(trial)
+            status = getattr(trial, "status", None)
+            if row["status"] == DIVERGED or status not in (TERMINATED, ERROR):
+                continue
+            if (getattr(trial, "last_result", None) or {}).get("diverged"):
+                row["status"], row["error"] = DIVERGED, str(trial.last_result.get("error", DIVERGED))
+            elif row["status"] != status:
+                row["status"] = status
+                if status == ERROR:
+                    row["error"] = _first_error_line(trial)
+            self._trials_dirty = True
 
     def _row(self, trial) -> dict[str, Any]:
         """The trials.parquet row of a trial, created from its config on first sight."""
@@ -289,6 +415,19 @@ class ParquetResults(Callback):
             "lr": cfg.lr, "batch_size": cfg.batch_size, "gan_loss": cfg.gan_loss, "eval_samples": cfg.eval_samples,
             "steps_per_iteration": plain.get("steps_per_iteration"), "iterations_planned": plain.get("iterations"),
         }
+
+
+def pc_min(column) -> int:
+    return int(pc.min(column).as_py())
+
+
+def pc_max(column) -> int:
+    return int(pc.max(column).as_py())
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _first_error_line(trial) -> str:

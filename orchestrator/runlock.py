@@ -50,8 +50,12 @@ class LocalRunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self.name = name
         self._fd: int | None = None
+        self._created: list[Path] = []
+        self._created_file = False
 
     def acquire(self) -> None:
+        self._created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+        self._created_file = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -72,9 +76,18 @@ class LocalRunLock:
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
         self._fd = fd
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Unlock; ``discard``: the driver wrote nothing -- remove what acquire created."""
         if self._fd is None:
             return
+        if discard:
+            for path in ([self.path] if self._created_file else []):
+                path.unlink(missing_ok=True)
+            for directory in self._created:  # innermost first
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
         try:
             os.ftruncate(self._fd, 0)  # an empty lock file: the last driver ended cleanly
         except OSError:
@@ -173,7 +186,7 @@ class S3RunLock:
                 return
             self._etag = etag
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

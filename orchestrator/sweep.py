@@ -10,12 +10,12 @@ and the analysis command. ``--resume`` continues the sweep ``--name`` after its 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import re
 import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -29,15 +29,15 @@ from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMIN
 from trainables.cli import OneLineParser, UsageError
 
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# \Z, not $: "$" also matches before a final newline, which would let "name\n" through.
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+MAX_NAME_LENGTH = 100  # a path component; file systems stop at 255 bytes
 # trials.parquet has fid_<task>/kid_<task> and fid_mean/kid_mean columns
 RESERVED_TASK_NAMES = ("mean",)
 RESUME_FLAGS = ("name", "storage", "address", "resume")  # the rest come from the stored sweep
-# gRPC runs on HTTP/2: a client opens with this preface and an empty SETTINGS frame, and a gRPC
-# server (Ray's GCS) answers with a SETTINGS frame of its own.
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-HTTP2_SETTINGS_FRAME = 0x04
 ADDRESS_TIMEOUT_S = 5.0
+# Left in a run directory by a driver that died before writing sweep.json: not a sweep yet.
+STARTUP_RESIDUE = (".driver.lock",)
 
 
 def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
@@ -111,30 +111,19 @@ def _cluster_address(address: str) -> tuple[str, int]:
 
 
 def _check_reachable(address: str) -> None:
-    """Refuse an address where no Ray cluster answers, within ADDRESS_TIMEOUT_S.
+    """Refuse, within ADDRESS_TIMEOUT_S and before any credential is sent, an address where no
+    Ray GCS answers (orchestrator.gcs_probe: ray.init would wait forever there, sending the
+    cluster token to whatever listens). With RAY_USE_TLS the probe is left out: ray.init then
+    checks the server's certificate before it sends anything."""
+    from orchestrator.gcs_probe import NotRayGcs, check_ray_gcs
 
-    ray.init in Ray 2.60 waits forever on a port that accepts connections but is not Ray's GCS
-    (its GcsClient constructor never returns, whatever RAY_gcs_rpc_server_connect_timeout_s or
-    RAY_gcs_server_port_wait_time_s say), so the GCS is probed first: it speaks gRPC, i.e.
-    HTTP/2, and answers a client's connection preface with a SETTINGS frame."""
     host, port = _cluster_address(address)
-    where = f"--address {address}: cannot reach a Ray cluster at {host}:{port}"
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return
     try:
-        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S) as conn:
-            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-                return  # a TLS handshake comes first: leave it to ray.init
-            conn.settimeout(ADDRESS_TIMEOUT_S)
-            conn.sendall(HTTP2_PREFACE)
-            reply = b""
-            while len(reply) < 9:
-                chunk = conn.recv(9 - len(reply))
-                if not chunk:
-                    break
-                reply += chunk
-    except OSError as e:  # refused, unreachable, or no answer in time
-        raise UsageError(f"{where} ({e.strerror or e or type(e).__name__})") from None
-    if len(reply) < 9 or reply[3] != HTTP2_SETTINGS_FRAME:
-        raise UsageError(f"{where} (something else listens there: it does not speak gRPC)")
+        check_ray_gcs(host, port, timeout_s=ADDRESS_TIMEOUT_S)
+    except NotRayGcs as e:
+        raise UsageError(f"--address {address}: cannot reach a Ray cluster: {e}") from None
 
 
 def _check_storage_writable(storage: RunLocation) -> None:
@@ -240,6 +229,8 @@ def plan_sweep(args: argparse.Namespace, given: set[str] | None = None) -> Sweep
     _check_storage_writable(storage)
     if args.name is not None and not NAME_PATTERN.match(args.name):
         raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
+    if args.name is not None and len(args.name) > MAX_NAME_LENGTH:
+        raise UsageError(f"--name is {len(args.name)} characters long; at most {MAX_NAME_LENGTH}")
     plan = plan_resume(args, storage) if args.resume else plan_new_sweep(args, storage)
     if args.address:
         _check_reachable(args.address)
@@ -261,9 +252,7 @@ def plan_new_sweep(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
     trials = _validate_trials(spec, len(task_names))
     name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = RunLocation(storage.uri(name))
-    if run.exists():
-        raise UsageError(f"a sweep named {name!r} already exists under {storage.location} "
-                         f"(choose another --name, or add --resume to continue it)")
+    check_name_free(run, name, storage)
     return SweepPlan(name=name, storage=storage, run=run, spec=spec, task_names=task_names,
                      cpus=args.cpus_per_trial, gpus=args.gpus_per_trial, trials=trials, resume=False,
                      address=args.address, args=dict(vars(args)))
@@ -274,14 +263,39 @@ def plan_resume(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
     if not args.name:
         raise UsageError("--resume needs --name of the sweep to continue")
     run = RunLocation(storage.uri(args.name))
-    if not run.exists(TUNER_STATE_FILE) or not run.exists(SWEEP_FILE):
+    # sweep.json is written before anything else of a sweep: with it, the sweep exists (and a
+    # fresh start with this name is refused); without it, it does not (and --resume is).
+    if not run.exists(SWEEP_FILE):
         raise UsageError(f"--resume: no sweep named {args.name!r} under {storage.location}")
-    record = json.loads(run.read_text(SWEEP_FILE))
+    try:
+        record = json.loads(run.read_text(SWEEP_FILE))
+        record["spec"], record["tasks"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--resume: {run.uri(SWEEP_FILE)} cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     spec = ss.SweepSpec(**{**record["spec"], "seeds": tuple(record["spec"]["seeds"]),
                            "modes": tuple(record["spec"]["modes"])})
     return SweepPlan(name=args.name, storage=storage, run=run, spec=spec, task_names=record["tasks"],
                      cpus=record["cpus_per_trial"], gpus=record["gpus_per_trial"], trials=record["trials"],
                      resume=True, address=args.address, args=dict(vars(args)))
+
+
+def check_name_free(run: RunLocation, name: str, storage: RunLocation) -> None:
+    """A new sweep's name is taken once its sweep.json exists (--resume then continues it); a
+    directory holding only what a driver killed before that left is free."""
+    if run.exists(SWEEP_FILE):
+        raise UsageError(f"a sweep named {name!r} already exists under {storage.location} "
+                         f"(choose another --name, or add --resume to continue it)")
+    if run.is_dir():
+        import pyarrow.fs as pafs
+
+        others = [i.base_name for i in run.fs.get_file_info(pafs.FileSelector(run.path))
+                  if i.base_name not in STARTUP_RESIDUE]
+        if others:
+            raise UsageError(f"{run.location} exists and is not a sweep (it holds {others[0]!r}, no "
+                             f"{SWEEP_FILE}); choose another --name")
+    elif run.exists():
+        raise UsageError(f"{run.location} exists and is not a directory; choose another --name")
 
 
 def _check_resume_flags(given: set[str]) -> None:
@@ -396,20 +410,23 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True):
     from ray import tune
 
     from orchestrator import tune_mapping
+    from orchestrator.guard import StateSigner, find_callback
     from orchestrator.results import ParquetResults, ProgressLines
     from trainables.tune_trainable import multitask_gan_trainable
 
     trainable = tune.with_resources(multitask_gan_trainable, {"cpu": plan.cpus, "gpu": plan.gpus})
     if plan.resume:
         # Tuner.restore takes no callbacks in Ray 2.60; the RunConfig it restores from tuner.pkl
-        # holds our callbacks, which pickle as their constructor arguments and re-read the run
-        # directory in setup() (see orchestrator.results).
-        return tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_errored=True)
+        # holds our callbacks, which pickle as their constructor arguments without any path
+        # (the run may have moved): the sink is told where the run is now.
+        tuner = tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_errored=True)
+        find_callback(tuner, ParquetResults).relocate(plan.run_dir)
+        return tuner
     n_tasks = len(plan.task_names)
     param_space, search_alg, num_samples = tune_mapping.tune_search(plan.spec, n_tasks)
     total = len(plan.trials) if plan.trials else num_samples
     callbacks = [ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
-                 ProgressLines(total)]
+                 ProgressLines(total), StateSigner()]
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -450,37 +467,122 @@ def summarize(run, top: int = 5) -> str:
 
 
 def start_run(plan: SweepPlan) -> None:
-    """Create the run directory and its sweep.json (a new sweep only)."""
-    if not plan.resume:
+    """Create the run directory and its sweep.json (a new sweep only, or one whose driver died
+    before writing it)."""
+    if not plan.run.exists(SWEEP_FILE):
         plan.run.makedirs()
         plan.run.write_text(json.dumps(plan.record_dict(), indent=1, default=str), SWEEP_FILE)
 
 
+def resume_command(plan: SweepPlan) -> str:
+    command = ["python", "-m", "orchestrator.sweep", "--resume", "--name", plan.name,
+               "--storage", plan.storage.location]
+    if plan.address:
+        command += ["--address", plan.address]
+    return " ".join(shlex.quote(part) for part in command)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The sweep command: exit 0 done, 1 trials failed or the storage failed, 2 bad input (one
+    line, nothing written), 130 / 143 interrupted by SIGINT / SIGTERM (resumable)."""
+    from orchestrator.guard import crash_report
+
+    try:
+        return _main(argv)
+    except Exception as e:  # anything unforeseen: one line, the traceback in a file
+        print(crash_report(e), file=sys.stderr, flush=True)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
+    from orchestrator import guard, signing
+    from orchestrator.results import ParquetResults
+    from orchestrator.runlock import RunLocked, run_lock
+
     # Tune forces an experiment-state snapshot whenever a trial has checkpointed num_to_keep
     # times (so a resume never points at a deleted checkpoint) and warns about each one.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    lock = None
     try:
         plan = plan_sweep(build_parser().parse_args(argv), given=explicit_flags(argv))
+        # One driver per run: taken before anything is written, then the plan's view of the
+        # run (name free / sweep to resume) is checked again under it.
+        lock = run_lock(plan.run.location if not plan.run.local else plan.run.path, plan.name, plan.run.local)
+        if lock is not None:
+            lock.acquire()
+        key = signing.load_key()
+        signatures = signing.Signatures()
+        if plan.resume:
+            if guard.resume_mode(plan.run) == "fresh":
+                notes = guard.discard_unstarted_state(plan.run)
+                for note in notes:
+                    print(note, file=sys.stderr, flush=True)
+                print(f"note: sweep {plan.name!r} never got to run a trial; starting it from its {SWEEP_FILE}",
+                      file=sys.stderr, flush=True)
+                plan = dataclasses.replace(plan, resume=False)
+            else:
+                signatures = guard.verify_run_state(plan.run, key)
+        else:
+            check_name_free(plan.run, plan.name, plan.storage)
         started = _start_ray(plan)
-    except (UsageError, ValueError) as e:
+    except (UsageError, ValueError, RunLocked, signing.SignatureError) as e:
+        if lock is not None:
+            lock.release(discard=True)  # nothing written: bad input leaves no trace
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # boto3 missing for an s3:// lock
+        if lock is not None:
+            lock.release(discard=True)
+        print(f"error: locking an object-store run needs {e.name} (pip install {e.name})", file=sys.stderr)
         return 2
     import ray
 
     try:
-        start_run(plan)
-        print(f"sweep {plan.name}: {len(plan.trials) or 'optuna'} trials, tasks {','.join(plan.task_names)}, "
-              f"{plan.cpus:g} CPU / {plan.gpus:g} GPU per trial -> {plan.run_dir}", flush=True)
-        results = build_tuner(plan).fit()
+        with guard.Interrupts() as interrupts:
+            start_run(plan)
+            print(f"sweep {plan.name}: {len(plan.trials) or 'optuna'} trials, tasks {','.join(plan.task_names)}, "
+                  f"{plan.cpus:g} CPU / {plan.gpus:g} GPU per trial -> {plan.run_dir}", flush=True)
+            tuner = build_tuner(plan)
+            signer = guard.find_callback(tuner, guard.StateSigner)
+            signer.start(key, plan.run, signatures)
+            guard.sign_tuner_state(tuner, plan.run, signer)
+            results = tuner.fit() if interrupts.received is None else None
+        sink_failure = guard.find_callback(tuner, ParquetResults).failure
+        if sink_failure is not None:  # Tune logs, and goes on from, a failed final save
+            raise sink_failure
+        if interrupts.received is not None:
+            print(f"sweep {plan.name} interrupted ({signal_name(interrupts.received)}); its trials resume from "
+                  f"their last checkpoints with:\n  {resume_command(plan)}", file=sys.stderr, flush=True)
+            return guard.Interrupts.exit_code(interrupts.received)
         errors = sum(1 for r in results if r.error is not None)
         print(summarize(plan.run), flush=True)
         if errors:
             print(f"{errors} trial(s) failed; see trials.parquet (column error) and the trial logs", file=sys.stderr)
         return 1 if errors else 0
+    except (KeyboardInterrupt, guard.Interrupted) as e:
+        signum = getattr(e, "signum", 2)
+        print(f"sweep {plan.name} stopped at once ({signal_name(signum)}); resume it with:\n  "
+              f"{resume_command(plan)}", file=sys.stderr, flush=True)
+        return guard.Interrupts.exit_code(signum)
+    except Exception as e:
+        failure = guard.storage_failure(e)
+        if failure is None:
+            raise
+        print(f"error: {plan.run.location}: {failure.strerror or failure} -- the sweep stopped; results "
+              f"written so far are whole. Free space (or fix the storage), then resume with: "
+              f"{resume_command(plan)}", file=sys.stderr, flush=True)
+        return 1
     finally:
+        if lock is not None:
+            lock.release()
         if started:
             ray.shutdown()
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from search_spaces.bounded_yaml import load_bounded
 
 from trainables.config import SHARED_MODES
 
@@ -89,9 +89,10 @@ def load_space(name_or_file: str) -> SweepSpec:
     """Read and validate a sweep file; every problem is a one-line ValueError naming the file."""
     path = space_path(name_or_file)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot be read ({type(e).__name__})") from None
+    raw = load_bounded(text, str(path))  # alias bombs and deep nesting: one line, at once
     try:
         return _spec_from_dict(raw, path)
     except ValueError as e:

@@ -30,6 +30,19 @@ def assert_rejected(argv: list[str], storage: Path, capsys, needle: str) -> None
     assert snapshot(storage) == before  # nothing written
 
 
+def hostile_space(tmp_path: Path, make_files: bool) -> str:
+    """The smoke sweep file whose free-text description is a "billion laughs" (10^9 strings
+    once expanded; it used to hang the sweep)."""
+    path = tmp_path / "laughs.yaml"
+    if make_files:
+        from tests.test_faults import BILLION_LAUGHS
+
+        smoke = (REPO / "search_spaces" / "smoke.yaml").read_text()
+        laughs = "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines())
+        path.write_text(smoke + "\nlaughs_anchor_holder:\n" + laughs + "description: *i\n")
+    return str(path)
+
+
 def bad_inputs(tmp_path: Path, make_files: bool = True) -> dict[str, tuple[list[str], str]]:
     garbage = tmp_path / "garbage.npz"
     empty_task = tmp_path / "empty.npz"
@@ -70,6 +83,10 @@ def bad_inputs(tmp_path: Path, make_files: bool = True) -> dict[str, tuple[list[
         "resume with other flags": (["--resume", "--name", "never-ran", "--cpus-per-trial", "2", "--space", "smoke"],
                                     "drop --cpus-per-trial, --space"),
         "reserved task name": (["--space", "smoke", "--data", f"npz:{task_named_mean}"], "'mean' is reserved"),
+        "name ending in a newline": (["--space", "smoke", "--name", "run\n"], "--name must be letters"),
+        "name too long": (["--space", "smoke", "--name", "a" * 300], "--name is 300 characters long"),
+        "alias bomb in a sweep file": (["--space", hostile_space(tmp_path, make_files)],
+                                       "aliases expand to more than"),
     }
 
 
@@ -82,7 +99,11 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, case):
 def test_existing_name_is_refused(tmp_path, capsys):
     storage = tmp_path / "results"
     (storage / "taken").mkdir(parents=True)
+    (storage / "taken" / "sweep.json").write_text("{}")  # what makes a directory a sweep
     assert_rejected(["--space", "smoke", "--name", "taken"], storage, capsys, "already exists")
+    (storage / "other").mkdir()
+    (storage / "other" / "notes.txt").write_text("mine")
+    assert_rejected(["--space", "smoke", "--name", "other"], storage, capsys, "exists and is not a sweep")
 
 
 def test_more_cpus_than_any_node(ray_local, tmp_path, capsys):
@@ -112,7 +133,7 @@ def test_address_of_a_web_server(tmp_path, capsys):
                 assert time.monotonic() < deadline, "http.server did not start"
                 time.sleep(0.1)
         assert_rejected(["--space", "smoke", "--address", f"127.0.0.1:{port}"], tmp_path / "results", capsys,
-                        "does not speak gRPC")
+                        "is not a Ray GCS")
     finally:
         server.kill()
         server.wait()
