@@ -10,7 +10,7 @@ import torch
 from trainables.config import GANConfig
 from trainables.data import load_tasks
 from trainables.model import discriminator_loss, generator_loss
-from trainables.train import DivergenceError, MultiTaskGAN
+from trainables.train import FAKE_D_DRAW, DivergenceError, MultiTaskGAN
 
 DATA = "digits:classes=0,1,2,3"
 
@@ -33,17 +33,18 @@ def params(gan: MultiTaskGAN) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mode", ["independent", "soft", "hard"])
 def test_batched_forward_equals_per_task_loop(tasks, mode):
     gan = make(tasks, mode=mode)
-    z = torch.randn(tasks.n_tasks, 5, gan.config.z_dim)
+    z = torch.randn(1, tasks.n_tasks, 5, gan.config.z_dim)
     batched = gan.G(z)
-    looped = torch.stack([gan.G.forward_task(z[i], i) for i in range(tasks.n_tasks)])
+    looped = torch.stack([gan.G.forward_task(z[0, i], 0, i) for i in range(tasks.n_tasks)])[None]
     torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-6)
     d_batched = gan.D(batched)
-    d_looped = torch.stack([gan.D.forward_task(batched[i], i) for i in range(tasks.n_tasks)])
+    d_looped = torch.stack([gan.D.forward_task(batched[0, i], 0, i) for i in range(tasks.n_tasks)])[None]
     torch.testing.assert_close(d_batched, d_looped, rtol=1e-5, atol=1e-6)
 
 
-def test_soft_with_alpha_zero_is_exactly_independent(tasks):
-    independent, soft = make(tasks, mode="independent"), make(tasks, mode="soft", alpha=0.0)
+@pytest.mark.parametrize("pull", ["decoupled", "l2"])
+def test_soft_with_alpha_zero_is_exactly_independent(tasks, pull):
+    independent, soft = make(tasks, mode="independent"), make(tasks, mode="soft", alpha=0.0, pull=pull)
     # Same start, then the same gradients at every step: the parameters stay bitwise equal.
     for gan in (independent, soft):
         gan.train(15)
@@ -51,20 +52,21 @@ def test_soft_with_alpha_zero_is_exactly_independent(tasks):
     for name, value in p_ind.items():
         assert torch.equal(value, p_soft[name]), name
     # ...while a small α > 0 does change them.
-    pulled = make(tasks, mode="soft", alpha=1e-2)
+    pulled = make(tasks, mode="soft", alpha=10.0, pull=pull)
     pulled.train(15)
     assert not all(torch.equal(v, params(pulled)[k]) for k, v in p_ind.items())
 
 
-def test_alpha_pulls_tasks_towards_shared_representation(tasks):
+@pytest.mark.parametrize("pull, alphas", [("decoupled", (0.0, 30.0, 300.0)), ("l2", (0.0, 0.1, 10.0))])
+def test_alpha_pulls_tasks_towards_shared_representation(tasks, pull, alphas):
     spreads = []
-    for alpha in (0.0, 0.1, 10.0):
-        gan = make(tasks, mode="soft", alpha=alpha)
+    for alpha in alphas:
+        gan = make(tasks, mode="soft", alpha=alpha, pull=pull)
         gan.train(150)
         spreads.append(gan.sharing_spread())
         # S is the closed-form minimiser: the mean of the task parameters.
         layer = gan.G.layers[0]
-        torch.testing.assert_close(layer.shared_weight, layer.weight.mean(0, keepdim=True))
+        torch.testing.assert_close(layer.shared_weight, layer.weight.mean(1, keepdim=True))
     hard = make(tasks, mode="hard")
     hard.train(150)
     assert spreads[0] > spreads[1] > spreads[2] > hard.sharing_spread() == 0.0
@@ -73,8 +75,8 @@ def test_alpha_pulls_tasks_towards_shared_representation(tasks):
 
 def test_hard_sharing_uses_one_tensor_for_all_tasks(tasks):
     gan = make(tasks, mode="hard", share_g=2, share_d=1)
-    assert [layer.weight.shape[0] for layer in gan.G.layers] == [1, 1, tasks.n_tasks]
-    assert [layer.weight.shape[0] for layer in gan.D.layers] == [tasks.n_tasks, tasks.n_tasks, 1]
+    assert [layer.weight.shape[1] for layer in gan.G.layers] == [1, 1, tasks.n_tasks]
+    assert [layer.weight.shape[1] for layer in gan.D.layers] == [tasks.n_tasks, tasks.n_tasks, 1]
 
 
 def test_lambda_zero_freezes_that_task_in_both_networks(tasks):
@@ -83,8 +85,8 @@ def test_lambda_zero_freezes_that_task_in_both_networks(tasks):
     gan.train(10)
     after = params(gan)
     for name in ("G.layers.2.weight", "D.layers.0.weight", "D.layers.2.weight"):
-        assert torch.equal(before[name][0], after[name][0]), name
-        assert not torch.equal(before[name][1], after[name][1]), name
+        assert torch.equal(before[name][0, 0], after[name][0, 0]), name
+        assert not torch.equal(before[name][0, 1], after[name][0, 1]), name
 
 
 def test_lambda_scales_each_tasks_gradient(tasks):
@@ -92,12 +94,12 @@ def test_lambda_scales_each_tasks_gradient(tasks):
     for lam in (1.0, 3.0):
         gan = make(tasks, mode="independent", lambdas=(lam, 1.0, 1.0, 1.0))
         real = gan._real_batch()
-        fake = gan.G(gan._noise()).detach()
+        fake = gan.G(gan._noise(FAKE_D_DRAW)).detach()
         d_loss = discriminator_loss("nonsaturating", gan.D(real)[..., 0], gan.D(fake)[..., 0])
         (gan.lambdas * d_loss).sum().backward()
         grads[lam] = gan.D.layers[0].weight.grad.clone()
-    torch.testing.assert_close(grads[3.0][0], 3 * grads[1.0][0])
-    torch.testing.assert_close(grads[3.0][1], grads[1.0][1])
+    torch.testing.assert_close(grads[3.0][0, 0], 3 * grads[1.0][0, 0])
+    torch.testing.assert_close(grads[3.0][0, 1], grads[1.0][0, 1])
 
 
 def test_shared_representation_is_the_mean_in_every_soft_layer(tasks):
@@ -106,8 +108,8 @@ def test_shared_representation_is_the_mean_in_every_soft_layer(tasks):
     soft_layers = gan.G.soft_layers() + gan.D.soft_layers()
     assert len(soft_layers) == gan.config.share_g + gan.config.share_d
     for layer in soft_layers:
-        torch.testing.assert_close(layer.shared_weight, layer.weight.mean(0, keepdim=True))
-        torch.testing.assert_close(layer.shared_bias, layer.bias.mean(0, keepdim=True))
+        torch.testing.assert_close(layer.shared_weight, layer.weight.mean(1, keepdim=True))
+        torch.testing.assert_close(layer.shared_bias, layer.bias.mean(1, keepdim=True))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -168,15 +170,15 @@ def test_minimax_generator_loss_saturates_nonsaturating_does_not():
 @pytest.mark.parametrize("mode, gan_loss", [("soft", "nonsaturating"), ("hard", "hinge"),
                                             ("independent", "minimax")])
 def test_checkpoint_resume_reproduces_uninterrupted_run(tasks, mode, gan_loss):
-    uninterrupted = make(tasks, mode=mode, gan_loss=gan_loss, alpha=0.5)
+    uninterrupted = make(tasks, mode=mode, gan_loss=gan_loss, alpha=50.0)
     uninterrupted.train(20)
     buffer = io.BytesIO()
     torch.save(uninterrupted.state_dict(), buffer)
     uninterrupted.train(20)
 
-    resumed = make(tasks, mode=mode, gan_loss=gan_loss, alpha=0.5)
+    resumed = make(tasks, mode=mode, gan_loss=gan_loss, alpha=50.0)
     buffer.seek(0)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert resumed.step == 20
     resumed.train(20)
     assert resumed.step == uninterrupted.step == 40
@@ -196,7 +198,7 @@ def test_non_finite_parameter_raises_divergence_naming_step_and_task(tasks, mode
     gan = make(tasks, mode=mode)
     gan.train(3)
     with torch.no_grad():  # D's first layer is task 2's own in every mode
-        gan.D.layers[0].weight[2, 0, 0] = float("nan")
+        gan.D.layers[0].weight[0, 2, 0, 0] = float("nan")
     with pytest.raises(DivergenceError) as info:
         gan.train(5)
     # Through shared layers the NaN reaches every task; the error names where it started.

@@ -10,6 +10,9 @@ INDEPENDENT, SOFT, HARD = "independent", "soft", "hard"
 MODES = (INDEPENDENT, SOFT, HARD)
 SHARED_MODES = (SOFT, HARD)
 GAN_LOSSES = ("minimax", "nonsaturating", "hinge")
+PULLS = ("decoupled", "l2")
+# What may differ between the arms of one batched group (see GANConfig.group_key).
+ARM_FIELDS = ("mode", "alpha", "lambdas", "seed")
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,10 @@ class GANConfig:
 
     ``lambdas`` is one weight per task (None means all 1); ``alpha`` is the strength of the
     pull of each task's shareable parameters towards the shared representation S (used only
-    in ``soft`` mode).
+    in ``soft`` mode). ``pull`` is how α acts: ``decoupled`` (after each optimiser step
+    θ_i ← θ_i − lr·α·(θ_i − S): the same coupling on every layer, whatever the gradient scale)
+    or ``l2`` (α‖θ_i − S‖² added to the loss, which Adam divides by each parameter's gradient
+    RMS).
     """
 
     data: str = "digits:classes=0,1,2,3"
@@ -26,6 +32,7 @@ class GANConfig:
     test_fraction: float = 0.25
     mode: str = "soft"
     alpha: float = 0.1
+    pull: str = "decoupled"
     lambdas: tuple[float, ...] | None = None
     gan_loss: str = "nonsaturating"
     width: int = 128
@@ -46,6 +53,8 @@ class GANConfig:
             raise ValueError(f"gan_loss must be one of {', '.join(GAN_LOSSES)}, got {self.gan_loss!r}")
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        if self.pull not in PULLS:
+            raise ValueError(f"pull must be one of {', '.join(PULLS)}, got {self.pull!r}")
         if self.lambdas is not None:
             object.__setattr__(self, "lambdas", tuple(float(x) for x in self.lambdas))
             check_lambdas(self.lambdas, len(self.lambdas))
@@ -75,6 +84,13 @@ class GANConfig:
         out = dataclasses.asdict(self)
         out.pop("extra")
         return out
+
+    def group_key(self) -> tuple:
+        """Arms with equal keys can train as one batched model: same data, shapes and optimiser;
+        they may differ in mode (soft with independent; hard only with hard), α, λ and seed."""
+        shared = tuple(getattr(self, f.name) for f in dataclasses.fields(self)
+                       if f.name not in ARM_FIELDS and f.name != "extra")
+        return shared + (self.mode == "hard",)
 
     def task_lambdas(self, n_tasks: int) -> tuple[float, ...]:
         """λ for ``n_tasks`` tasks, checked against the task count."""

@@ -351,6 +351,14 @@ class TaskMetrics:
         return [self._task_metrics(i, feats[bounds[i]:bounds[i + 1]], predicted[bounds[i]:bounds[i + 1]])
                 for i in range(self.taskset.n_tasks)]
 
+    def evaluate_arms(self, fake: torch.Tensor) -> list[list[dict[str, float]]]:
+        """fake: (arms, n_tasks, k, C, H, W). One classifier pass for every arm's samples, then
+        evaluate()'s metrics per arm and task."""
+        arms, n, k = fake.shape[:3]
+        feats, predicted = self._features_and_tasks(fake.reshape(arms * n * k, *fake.shape[3:]))
+        feats, predicted = feats.reshape(arms, n, k, -1), predicted.reshape(arms, n, k)
+        return [[self._task_metrics(i, feats[a, i], predicted[a, i]) for i in range(n)] for a in range(arms)]
+
     def real_floor(self) -> list[dict[str, float]]:
         """The same metrics for each task's train real images against its held-out real images.
 
