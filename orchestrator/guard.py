@@ -6,8 +6,7 @@
   and it starts afresh from its sweep.json (``discard_unstarted_state``).
 - ``Interrupts``: SIGINT / SIGTERM stop Tune gracefully (its last state saved) and the driver
   then exits 130 / 143 with the resume command.
-- ``storage_failure`` / ``crash_report``: one line for a full disk or a failing store, and for
-  anything unexpected one line plus where the traceback was saved.
+- ``storage_failure``: the OSError behind a failing store (disk full...), for one line.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -232,17 +230,3 @@ def storage_failure(error: BaseException) -> OSError | None:
             return error
         error = error.__cause__ or error.__context__
     return None
-
-
-def crash_report(error: BaseException) -> str:
-    """Save the full traceback to a file; return the one line to print."""
-    directory = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mtgan-sweep"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-        path.write_text("".join(traceback.format_exception(error)))
-        where = f"full traceback in {path}"
-    except OSError:
-        where = "the traceback could not be saved"
-    first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
-    return f"error: unexpected {type(error).__name__}{': ' + first[:200] if first else ''} ({where})"

@@ -231,10 +231,9 @@ def plan_sweep(args: argparse.Namespace, given: set[str] | None = None) -> Sweep
         raise UsageError(f"--name must be letters, digits, '.', '_' or '-', got {args.name!r}")
     if args.name is not None and len(args.name) > MAX_NAME_LENGTH:
         raise UsageError(f"--name is {len(args.name)} characters long; at most {MAX_NAME_LENGTH}")
-    plan = plan_resume(args, storage) if args.resume else plan_new_sweep(args, storage)
-    if args.address:
+    if args.address:  # first of the slow checks: a wrong address fails within seconds
         _check_reachable(args.address)
-    return plan
+    return plan_resume(args, storage) if args.resume else plan_new_sweep(args, storage)
 
 
 def plan_new_sweep(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
@@ -485,8 +484,6 @@ def resume_command(plan: SweepPlan) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The sweep command: exit 0 done, 1 trials failed or the storage failed, 2 bad input (one
     line, nothing written), 130 / 143 interrupted by SIGINT / SIGTERM (resumable)."""
-    from orchestrator.guard import crash_report
-
     try:
         return _main(argv)
     except Exception as e:  # anything unforeseen: one line, the traceback in a file
@@ -494,9 +491,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def crash_report(error: BaseException) -> str:
+    """Save the full traceback to a file; return the one line to print."""
+    import traceback
+
+    directory = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mtgan-sweep"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        path.write_text("".join(traceback.format_exception(error)))
+        where = f"full traceback in {path}"
+    except OSError:
+        where = "the traceback could not be saved"
+    first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
+    return f"error: unexpected {type(error).__name__}{': ' + first[:200] if first else ''} ({where})"
+
+
 def _main(argv: list[str] | None) -> int:
-    from orchestrator import guard, signing
-    from orchestrator.results import ParquetResults
+    from orchestrator import signing
     from orchestrator.runlock import RunLocked, run_lock
 
     # Tune forces an experiment-state snapshot whenever a trial has checkpointed num_to_keep
@@ -510,6 +522,9 @@ def _main(argv: list[str] | None) -> int:
         lock = run_lock(plan.run.location if not plan.run.local else plan.run.path, plan.name, plan.run.local)
         if lock is not None:
             lock.acquire()
+        from orchestrator import guard  # Ray: only once the command line is known to be good
+        from orchestrator.results import ParquetResults
+
         key = signing.load_key()
         signatures = signing.Signatures()
         if plan.resume:

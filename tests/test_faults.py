@@ -7,6 +7,9 @@ every failure is one line.
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,14 +17,18 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from orchestrator import signing
 from orchestrator.gcs_probe import NotRayGcs, check_ray_gcs
+from orchestrator.results import MetricsFile
 from orchestrator.runlock import LocalRunLock, RunLocked, S3RunLock
 from search_spaces.bounded_yaml import load_bounded
+from tests.test_spaces import write_space
+from tests.test_sweep_resume import REPO, kill_group, read_metrics, start_driver, sweep_command
 from trainables.tune_trainable import UntrustedCheckpointError, load_state
 
 
@@ -213,3 +220,121 @@ def test_gcs_probe_knows_ray_and_refuses_a_silent_http2_server(ray_local) -> Non
             check_ray_gcs("127.0.0.1", http.port, timeout_s=2.0)
     finally:
         http.close()
+
+
+# ------------------------------------------------------------------ real sweeps (items 1-6, 9)
+
+def _wait_for(predicate, what: str, timeout: float = 400.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _log(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.mark.slow
+def test_interrupted_corrupted_moved_and_raced_run_resumes_whole(tmp_path: Path) -> None:
+    space = write_space(tmp_path, iterations=4)  # 6 trials x 4 iterations
+    old, new = tmp_path / "old", tmp_path / "new"
+    first_log = tmp_path / "first.log"
+    first = start_driver(["--space", space, "--storage", str(old), "--name", "r"], first_log)
+    try:
+        # Ctrl-C once a trial has finished (so the run holds a whole trial and unfinished ones)
+        _wait_for(lambda: "[1/6]" in _log(first_log), "a finished trial")
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=300) == 130, _log(first_log)[-3000:]
+    finally:
+        kill_group(first)
+    text = _log(first_log)
+    assert "interrupted (SIGINT)" in text and "--resume --name r --storage" in text, text[-2000:]
+    assert "next: python -m orchestrator.analyze" not in text
+
+    # A metrics file cut short (as a full disk or a crashed copy leaves it)
+    victim = sorted((old / "r" / "metrics").glob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    # The run moves to other storage
+    new.mkdir()
+    shutil.move(str(old / "r"), str(new / "r"))
+    second_log = tmp_path / "second.log"
+    second = start_driver(["--resume", "--name", "r", "--storage", str(new)], second_log)
+    try:
+        _wait_for(lambda: "sweep r:" in _log(second_log), "the resumed driver to start")
+        # A second --resume of the same run while it runs: refused, one line
+        raced = subprocess.run(sweep_command("--resume", "--name", "r", "--storage", str(new)), cwd=REPO,
+                               capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
+        assert raced.returncode == 2, raced.stderr
+        assert raced.stderr.count("\n") == 1 and "being run by another driver" in raced.stderr
+        assert f"pid {second.pid}" in raced.stderr
+        assert second.wait(timeout=400) == 0, _log(second_log)[-3000:]
+    finally:
+        kill_group(second)
+    text = _log(second_log)
+    lost = MetricsFile.parse(victim.name)
+    assert f"{victim.name} cannot be read" in text and "metrics-unreadable" in text
+    assert f"Rows lost: trial {lost.trial_id}, iterations {lost.first}..{lost.last}" in text
+    assert (new / "r" / "metrics-unreadable" / victim.name).exists()
+    assert not (old / "r").exists()  # nothing written to where the run was
+
+    metrics = read_metrics(new / "r")
+    assert not metrics.duplicated(["trial_id", "iteration", "task"]).any()
+    trials = pd.read_parquet(new / "r" / "trials.parquet")
+    assert len(trials) == 6 and set(trials["status"]) == {"TERMINATED"}
+    present = set(zip(metrics["trial_id"], metrics["iteration"]))
+    expected = {(t, i) for t in trials["trial_id"] for i in range(1, 5)}
+    missing = expected - present
+    assert missing <= {(lost.trial_id, i) for i in range(lost.first, lost.last + 1)}, sorted(missing)
+
+    # A pickle planted in the run's Tune state: --resume refuses it before unpickling anything.
+    marker = tmp_path / "pwned"
+    (new / "r" / "tuner.pkl").write_bytes(pickle.dumps(_PlantedCommand(marker)))
+    refused = subprocess.run(sweep_command("--resume", "--name", "r", "--storage", str(new)), cwd=REPO,
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "tuner.pkl" in refused.stderr and "is not signed by this user's key" in refused.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_start_then_resume_completes(tmp_path: Path) -> None:
+    space = write_space(tmp_path, iterations=2)
+    storage = tmp_path / "results"
+    log = tmp_path / "first.log"
+    first = start_driver(["--space", space, "--storage", str(storage), "--name", "early"], log)
+    try:
+        _wait_for(lambda: (storage / "early" / "tuner.pkl").exists(), "tuner.pkl")
+    finally:
+        kill_group(first)
+        first.wait()
+    # A fresh start and --resume agree: the sweep exists, and --resume finishes it.
+    fresh = subprocess.run(sweep_command("--space", space, "--storage", str(storage), "--name", "early"), cwd=REPO,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
+    assert fresh.returncode == 2 and "already exists" in fresh.stderr and "--resume" in fresh.stderr
+    resumed = subprocess.run(sweep_command("--resume", "--name", "early", "--storage", str(storage)), cwd=REPO,
+                             capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pd.read_parquet(storage / "early" / "trials.parquet")
+    assert len(trials) == 6 and set(trials["status"]) == {"TERMINATED"}
+    metrics = read_metrics(storage / "early")
+    assert len(metrics) == 6 * 2 * 2 and not metrics.duplicated(["trial_id", "iteration", "task"]).any()
+
+
+def test_address_of_a_fake_http2_server_never_gets_the_token(tmp_path: Path) -> None:
+    fake = FakeHttp2Server()
+    token = "rel-test-token-" + "7" * 32
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    try:
+        started = time.monotonic()
+        done = subprocess.run(sweep_command("--space", "smoke", "--storage", str(tmp_path / "results"),
+                                            "--address", f"127.0.0.1:{fake.port}"),
+                              cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+        elapsed = time.monotonic() - started
+    finally:
+        fake.close()
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "is" in done.stderr and "Ray" in done.stderr
+    assert elapsed < 15, elapsed
+    assert token.encode() not in bytes(fake.received)
+    assert not (tmp_path / "results").exists()
