@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.analysis import AnalysisError, analyze, headline, load_runs
-from orchestrator.schema import METRIC_NAMES, REPORT_DIR, is_uri, location_name
+from orchestrator.schema import METRIC_NAMES, METRICS_DIR, REPORT_DIR, is_uri, location_name
 from trainables.cli import OneLineParser, UsageError
 
 
@@ -43,7 +43,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise AnalysisError(f"--top must be >= 1, got {args.top}")
 
 
-def _output_dir(out: Path | None, first_run: Path | str) -> Path:
+def _output_dir(out: Path | None, first_run: Path | str, runs: list[Path | str] = ()) -> Path:
     """--out, else <first run>/report; for a URI ./results/<name>/report, where `aws s3 sync` would
     put the run. Refused unless it is (or can be made) a writable directory."""
     if out is None:
@@ -51,6 +51,10 @@ def _output_dir(out: Path | None, first_run: Path | str) -> Path:
                else Path("results") / location_name(first_run) / REPORT_DIR)
     if out.exists() and not out.is_dir():
         raise AnalysisError(f"--out {out} exists and is not a directory")
+    for run in runs:  # files there would join the run's dataset and break every later analysis
+        if isinstance(run, Path) and out.resolve().is_relative_to((run / METRICS_DIR).resolve()):
+            raise AnalysisError(f"--out {out} is inside the run's {METRICS_DIR}/ ({run / METRICS_DIR}); "
+                                f"choose a directory outside it")
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(existing, os.W_OK):
         raise AnalysisError(f"--out {out}: {existing} is not writable; pass a writable --out DIR")
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         _check_numbers(args)
         runs = list(dict.fromkeys(r.rstrip("/") if is_uri(r) else Path(r).resolve() for r in args.runs))
-        out = _output_dir(args.out, runs[0])
+        out = _output_dir(args.out, runs[0], runs)
         data = load_runs(runs, args.metric)
         result = analyze(data, resamples=args.resamples, rng_seed=args.rng_seed)
     except UsageError as exc:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -58,15 +57,13 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 import search_spaces as ss
-from orchestrator.schema import (DIVERGED, ERROR, LOSS_NAMES, METRIC_NAMES, METRICS_DIR, METRICS_SCHEMA, PENDING,
-                                 RUNNING, SCHEMA_VERSION, TERMINATED, TRIALS_FILE, RunLocation, trials_schema,
-                                 with_query)
+from orchestrator.schema import (DIVERGED, ERROR, LOSS_NAMES, METRIC_NAMES, METRICS_DIR, METRICS_FILE_NAME,
+                                 METRICS_SCHEMA, PENDING, RUNNING, SCHEMA_VERSION, TERMINATED, TRIALS_FILE,
+                                 UNREADABLE_DIR, RunLocation, trials_schema, with_query)
 from trainables.config import GANConfig
 from trainables.keys import ORCHESTRATOR_KEYS
 from trainables.tune_trainable import SAMPLES_FILE, gan_config_dict, trial_of
 
-UNREADABLE_DIR = "metrics-unreadable"  # beside metrics/, so no reader of the dataset meets them
-METRICS_FILE_NAME = re.compile(r"^(?P<trial_id>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
 
 def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:

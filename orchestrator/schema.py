@@ -7,6 +7,7 @@ mode of its own. The columns are documented in the README ("Parquet schema"). No
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -27,6 +28,9 @@ READABLE_SCHEMA_VERSIONS = (1,)
 SWEEP_FILE = "sweep.json"          # the sweep's settings and planned trials (orchestrator.sweep)
 TRIALS_FILE = "trials.parquet"     # one row per trial
 METRICS_DIR = "metrics"            # one row per (trial, iteration, task), many files
+# metrics/<trial_id>-<first iteration>-<last iteration>.parquet: anything else there is not ours
+METRICS_FILE_NAME = re.compile(r"^(?P<trial_id>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+UNREADABLE_DIR = "metrics-unreadable"  # beside metrics/: files the sink could not read, set aside
 TUNER_STATE_FILE = "tuner.pkl"     # written by Tune into every experiment directory
 REPORT_DIR = "report"              # where the analysis writes by default
 

@@ -433,3 +433,34 @@ def test_report_renders_in_headless_chromium(small_report: tuple[Path, str], tmp
     assert pixels.std() > 20  # text, tables and figures, not a blank page
     # the figures are drawn: a good share of rows carry non-white content
     assert (pixels.min(1) < 128).mean() > 0.3
+
+
+def test_corrupt_and_foreign_metrics_files(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _copy_run(small_run, tmp_path / "foreign")
+    pq.write_table(pa.table({"x": [1, 2, 3]}), run / "metrics" / "notes.parquet")  # someone else's file
+    code, out, err = _run_main([str(run), "--resamples", "2000"], capsys)
+    assert code == 0, err
+    assert f"warning: ignoring {run / 'metrics' / 'notes.parquet'}: not a metrics file of the sweep" in err
+
+    (run / "metrics" / "notes.parquet").unlink()
+    victim = sorted((run / "metrics").glob("part-*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # cut short
+    code, _, err = _run_main([str(run)], capsys)
+    _assert_one_line_error(code, err, re.escape(f"{victim} cannot be read"))
+
+
+def test_out_inside_the_runs_metrics_is_refused(small_run: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run = _copy_run(small_run, tmp_path / "out")
+    code, _, err = _run_main([str(run), "--out", str(run / "metrics" / "report")], capsys)
+    _assert_one_line_error(code, err, r"is inside the run's metrics/")
+    assert not (run / "metrics" / "report").exists()
+
+
+def test_never_finished_or_errored_trials_get_no_training_advice(small_run: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = _copy_run(small_run, tmp_path / "err")
+    _rewrite_trials(run, status="ERROR", error="OSError: [Errno 28] No space left on device")
+    code, _, err = _run_main([str(run)], capsys)
+    _assert_one_line_error(code, err, r"all \d+ trials diverged or errored.*Fix the error and .*--resume")
+    assert "lr" not in err and "alpha" not in err

@@ -6,6 +6,7 @@ restored from a checkpoint may report an iteration twice, and the later row wins
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from orchestrator.schema import (FAILED_STATUSES, METRICS_DIR, READABLE_SCHEMA_VERSIONS, SWEEP_FILE, TRIALS_FILE,
-                                 RunLocation, is_run_directory, metrics_columns)
+from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, METRICS_DIR, PENDING,
+                                 READABLE_SCHEMA_VERSIONS, RUNNING, SWEEP_FILE, TRIALS_FILE, RunLocation,
+                                 is_run_directory, metrics_columns)
 from trainables.cli import UsageError
 
 SWEEP_HINT = "python -m orchestrator.sweep"
@@ -112,13 +115,33 @@ def read_scheduler(run_dir: Path | str) -> str | None:
 
 
 def _read_metrics(run_dir: Path | str, metric: str) -> pa.Table:
+    """The run's metric rows. A Parquet file without the metrics columns is not the sweep's: it
+    is skipped with a warning; a file that cannot be read is named in the one-line error."""
     run = run_location(run_dir)
     metrics_dir = run.uri(METRICS_DIR)
     schema = metrics_columns("schema_version", "trial_id", "iteration", "task", metric)
     try:
-        # pyarrow ignores names starting with "." or "_": the writer's .tmp- files are skipped.
-        dataset = ds.dataset(run.sub(METRICS_DIR), filesystem=run.fs, format="parquet", schema=schema)
-        table = dataset.to_table(columns=schema.names)
+        # parquet_files leaves out names starting with "." or "_" (the writer's .tmp- files).
+        paths = run.parquet_files(METRICS_DIR)
+    except OSError as exc:
+        raise AnalysisError(f"{metrics_dir} cannot be listed ({str(exc).splitlines()[0]})") from None
+    ours = []
+    for path in paths:
+        where = run.uri(METRICS_DIR, path.rsplit("/", 1)[-1])
+        try:
+            names = pq.read_schema(path, filesystem=run.fs).names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise AnalysisError(f"{where} cannot be read ({str(exc).splitlines()[0]}); move it out of "
+                                f"{METRICS_DIR}/ (its rows are then left out), or `{SWEEP_HINT} --resume` the "
+                                f"run, which sets it aside") from None
+        missing = [c for c in schema.names if c not in names]
+        if missing:
+            print(f"warning: ignoring {where}: not a metrics file of the sweep (no column {missing[0]})",
+                  file=sys.stderr)
+            continue
+        ours.append(path)
+    try:
+        table = ds.dataset(ours, filesystem=run.fs, format="parquet", schema=schema).to_table(columns=schema.names)
     except (pa.ArrowInvalid, OSError) as exc:
         raise AnalysisError(f"{metrics_dir} cannot be read as a Parquet dataset "
                             f"({str(exc).splitlines()[0]})") from None
@@ -130,8 +153,24 @@ def all_failed_error(trials: pd.DataFrame, run_dirs: list[Path | str]) -> Analys
     errors = trials["error"].dropna().astype(str) if "error" in trials else pd.Series(dtype=str)
     first = f" (first error: {errors.iloc[0].splitlines()[0][:200]})" if len(errors) else ""
     return AnalysisError(f"all {len(trials)} trials diverged or errored in {', '.join(map(str, run_dirs))}; nothing "
-                         f"to compare{first}. Fix the error, or lower lr/alpha if they diverged, and rerun "
-                         f"`{SWEEP_HINT}`")
+                         f"to compare{first}. {what_to_do(trials)}")
+
+
+def what_to_do(trials: pd.DataFrame) -> str:
+    """Advice for trials without a model, by why: training advice only for the diverged ones
+    (a trial that errored -- a full disk, a lost node -- or never finished says nothing about
+    lr or alpha)."""
+    status = trials["status"] if "status" in trials else pd.Series(dtype=str)
+    advice = []
+    if (status == ERROR).any():
+        advice.append(f"fix the error and `{SWEEP_HINT} --resume` the sweep (errored trials are retried)")
+    if status.isin([PENDING, RUNNING]).any():
+        advice.append(f"{int(status.isin([PENDING, RUNNING]).sum())} trial(s) never finished: "
+                      f"`{SWEEP_HINT} --resume` the sweep")
+    if (status == DIVERGED).any():
+        advice.append("lower lr/alpha for the diverged ones and rerun")
+    text = "; ".join(advice) or f"rerun `{SWEEP_HINT}`"
+    return text[0].upper() + text[1:]
 
 
 def _codes(column: pa.ChunkedArray, labels: pd.Index) -> np.ndarray:

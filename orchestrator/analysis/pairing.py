@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.load import SWEEP_HINT, AnalysisError, RunData, all_failed_error
+from orchestrator.analysis.load import SWEEP_HINT, AnalysisError, RunData, all_failed_error, what_to_do
 from orchestrator.schema import FAILED_STATUSES, INDEPENDENT
 
 
@@ -73,7 +73,8 @@ def _check_arms(data: RunData, is_base: np.ndarray, usable: np.ndarray, failed: 
                             f"errored or have no metrics; rerun the sweep's independent arm")
     if not (usable & ~is_base).any():
         raise AnalysisError(f"all {int((~is_base).sum())} shared trials in {runs} diverged, errored or "
-                            f"have no metrics; sharing never produced a model (lower alpha/lr and rerun)")
+                            f"have no metrics; sharing never produced a model. "
+                            f"{what_to_do(data.trials[~is_base])}")
 
 
 def _baseline_of_key(keys: np.ndarray, baselines: np.ndarray, valid: np.ndarray) -> tuple[pd.Series, int]:
