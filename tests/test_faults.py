@@ -338,3 +338,81 @@ def test_address_of_a_fake_http2_server_never_gets_the_token(tmp_path: Path) -> 
     assert elapsed < 15, elapsed
     assert token.encode() not in bytes(fake.received)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_two_new_sweeps_with_one_name_exactly_one_runs(tmp_path: Path) -> None:
+    space = write_space(tmp_path, iterations=2)
+    storage = tmp_path / "results"
+    args = sweep_command("--space", space, "--storage", str(storage), "--name", "same")
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    drivers = [subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True) for _ in range(2)]
+    try:
+        outcomes = sorted((d.wait(timeout=600), d.stderr.read()) for d in drivers)
+    finally:
+        for driver in drivers:
+            kill_group(driver)
+    (ok, _), (refused, err) = outcomes
+    assert (ok, refused) == (0, 2), outcomes
+    assert err.count("\n") == 1 and ("being run by another driver" in err or "already exists" in err), err
+    trials = pd.read_parquet(storage / "same" / "trials.parquet")
+    assert len(trials) == 6 and set(trials["status"]) == {"TERMINATED"}
+    metrics = read_metrics(storage / "same")
+    assert set(metrics["trial_id"]) == set(trials["trial_id"])  # no rows of a second sweep mixed in
+    assert len(metrics) == 6 * 2 * 2 and not metrics.duplicated(["trial_id", "iteration", "task"]).any()
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def _fill(path: Path) -> Path:
+    """Fill a file system to the last byte (what a full disk is)."""
+    filler = path / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for chunk in (1 << 20, 4096, 1):
+            try:
+                while out.write(b"\0" * chunk):
+                    pass
+            except OSError:
+                pass
+    return filler
+
+
+@pytest.mark.slow
+def test_full_disk_stops_cleanly_and_resumes_after_space_is_freed(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "64m"):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        space = write_space(tmp_path, iterations=4)
+        log = tmp_path / "full.log"
+        driver = start_driver(["--space", space, "--storage", str(disk), "--name", "full"], log)
+        try:
+            _wait_for(lambda: "[1/6]" in _log(log), "a finished trial")
+            filler = _fill(disk)
+            code = driver.wait(timeout=600)
+        finally:
+            kill_group(driver)
+        text = _log(log)
+        assert code not in (0, 2), text[-3000:]
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        assert last.startswith("error: ") or "trial(s) failed" in last, text[-3000:]
+        assert "Traceback" not in last
+
+        filler.unlink()  # space freed: the run resumes and completes, nothing lost or doubled
+        resumed = subprocess.run(sweep_command("--resume", "--name", "full", "--storage", str(disk)), cwd=REPO,
+                                 capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        trials = pd.read_parquet(disk / "full" / "trials.parquet")
+        assert len(trials) == 6 and set(trials["status"]) == {"TERMINATED"}, trials[["trial_id", "status", "error"]]
+        metrics = read_metrics(disk / "full")
+        assert not metrics.duplicated(["trial_id", "iteration", "task"]).any()
+        assert len(metrics) == 6 * 4 * 2
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
