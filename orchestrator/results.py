@@ -2,8 +2,8 @@
 
 Layout and columns are those of orchestrator.schema (documented in the README):
 ``metrics/<trial_id>-<first_iter>-<last_iter>.parquet`` (one row per trial, iteration, task)
-and ``trials.parquet`` (one row per trial). Every local file is written as ``.tmp-*`` and
-renamed (an object store's upload appears whole anyway), so a reader (pandas,
+and ``trials.parquet`` (one row per trial). Every local file is written as ``.tmp-*.partial``
+and renamed (an object store's upload appears whole anyway), so a reader (pandas,
 pyarrow.dataset, DuckDB) sees whole files only, while the sweep runs.
 
 Durability: a result's rows are kept in memory until Tune next saves its experiment state, and
@@ -16,13 +16,17 @@ also written when their trial ends. This costs one write per trial per state sav
 every few seconds) instead of one per result: on an object store, one PUT per result was the
 limit (a few results/s).
 
-Compaction keeps the file count at about one per trial: when a trial ends, its files (and rows
-still in memory) become one ``<trial_id>-<first>-<last>.parquet`` (written atomically), then the
-parts are deleted; a trial that ends between two state saves is written once, already compact.
-A reader listing the directory between the write and the deletions sees the same rows twice --
-a window of a few file deletions, only for a trial that just ended. If the driver dies inside
-it, ``setup()`` repairs the run on resume: a file whose iteration range lies inside another
-file of the same trial, with all its rows there, is deleted.
+While trials run, metrics files only ever appear: none is replaced or deleted, because DuckDB
+and Polars fail on a file removed between their glob's listing and their opening it, and Polars
+2.1 also on a path replaced while it reads (it opens the path more than once: 46 of 156 reads
+of a file replaced in a loop failed; DuckDB's none). So a ``metrics/*.parquet`` glob never
+sees a row twice, never a partial file (temporaries end in ``.partial``) and never errs while
+the trials run. When the sweep ends, compaction brings the file count to one per trial: each
+trial's files (and rows still in memory) become one ``<trial_id>-<first>-<last>.parquet``
+(written atomically), then the parts are deleted -- a reader at that moment may see rows twice
+or miss a part, so read again after the sweep's summary. If the driver dies inside it,
+``setup()`` repairs the run on resume: a file whose iteration range lies inside another file of
+the same trial, with all its rows there, is deleted.
 
 Rows are never duplicated: at setup -- a fresh start, a ``--resume``, or a restored Tuner --
 the (trial_id, iteration) pairs already on disk are read and skipped when reported again (a
@@ -34,7 +38,9 @@ with a warning.
 trials.parquet is a summary that lags the trials by at most ``flush_seconds`` (more where
 rewriting it would take over 5% of the driver's time: its cost grows with the trial count, so
 its frequency falls with it) and is complete when the sweep ends; status changes are applied in
-memory, and on resume from Tune's own restored trial states.
+memory, and on resume from Tune's own restored trial states. It is replaced whole (atomic
+rename), which pandas, pyarrow and DuckDB always read consistently; a Polars read that overlaps
+a replacement may fail (see above): read it again.
 
 The callback pickles as its constructor arguments, less the run directory (``__reduce__``):
 Tune stores the RunConfig, callbacks included, in tuner.pkl and ``Tuner.restore`` (which takes
@@ -278,20 +284,21 @@ class ParquetResults(Callback):
         self._trials_dirty = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.compact(trial.trial_id)
+        self._persist_pending()  # new part files only: the merge waits for the sweep's end
         if self._row(trial)["status"] != DIVERGED:
             self._row(trial)["status"] = TERMINATED
         self._trials_dirty = True
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.compact(trial.trial_id)
+        self._persist_pending()
         row = self._row(trial)
         row["status"] = ERROR
         row["error"] = _first_error_line(trial)
         self._trials_dirty = True
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # Trials that ended under an earlier driver that died before compacting them
+        # Not while trials run: a glob reader fails on a file deleted between its listing and
+        # its opening (module doc). Trials of an earlier driver are compacted here too.
         with self._recording_failure():
             for trial_id in sorted(set(self._metrics_files) | set(self._pending)):
                 self.compact(trial_id)

@@ -170,7 +170,9 @@ class RunLocation:
         if not self.local:
             pq.write_table(table, path, filesystem=self.fs)
             return
-        tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}-{parts[-1]}"
+        # Hidden and not ending in .parquet: a reader's glob (DuckDB, Polars: *.parquet matches
+        # hidden names) never lists a file still being written.
+        tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}-{parts[-1]}.partial"
         pq.write_table(table, tmp, filesystem=self.fs)
         os.replace(tmp, path)
 
