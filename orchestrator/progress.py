@@ -50,7 +50,7 @@ def arm_label(config: dict[str, Any]) -> str:
             weights = [float(v) for k, v in sorted(trial.items()) if k.startswith("lambda_")]
             raw = [w / sum(weights) * len(weights) for w in weights] if weights and sum(weights) > 0 else None
         if raw is not None:
-            parts.append("lambda=(" + ",".join(f"{x:.2g}" for x in raw) + ")")
+            parts.append("lambda=(" + ",".join(f"{x:.3g}" for x in raw) + ")")
     parts.append(f"seed={trial.get('seed', '?')}")
     return " ".join(parts)
 

@@ -63,7 +63,7 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 import search_spaces as ss
-from orchestrator.schema import (DIVERGED, ERROR, LOSS_NAMES, METRIC_NAMES, METRICS_DIR, METRICS_FILE_NAME,
+from orchestrator.schema import (DIVERGED, ERROR, HARD, LOSS_NAMES, METRIC_NAMES, METRICS_DIR, METRICS_FILE_NAME,
                                  METRICS_SCHEMA, PENDING, RUNNING, SCHEMA_VERSION, TERMINATED, TRIALS_FILE,
                                  UNREADABLE_DIR, RunLocation, trials_schema, with_query)
 from trainables.config import GANConfig
@@ -247,7 +247,7 @@ class ParquetResults(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         row = self._row(trial)
         if canonical_trial(trial.config)["config_id"] != row["config_id"]:
-            row.update(self._config_columns(trial))  # PBT changed the trial's configuration
+            row.update(config_columns(trial.config, self.task_names))  # PBT changed the trial's configuration
         for key in ("node_ip", "hostname", "device", "cpus", "gpus"):
             if key in result:
                 row[key] = result[key]
@@ -293,7 +293,7 @@ class ParquetResults(Callback):
         self._persist_pending()
         row = self._row(trial)
         row["status"] = ERROR
-        row["error"] = _first_error_line(trial)
+        row["error"] = first_error_line(trial)
         self._trials_dirty = True
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -393,7 +393,7 @@ class ParquetResults(Callback):
             elif row["status"] != status:
                 row["status"] = status
                 if status == ERROR:
-                    row["error"] = _first_error_line(trial)
+                    row["error"] = first_error_line(trial)
             self._trials_dirty = True
 
     def _row(self, trial) -> dict[str, Any]:
@@ -403,22 +403,10 @@ class ParquetResults(Callback):
         row: dict[str, Any] = {k: None for k in self._schema.names}
         row.update({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
                     "status": PENDING, "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
-                    **self._config_columns(trial)})
+                    **config_columns(trial.config, self.task_names)})
         self._trials[trial.trial_id] = row
         return row
 
-    def _config_columns(self, trial) -> dict[str, Any]:
-        plain = canonical_trial(trial.config)
-        cfg = GANConfig.from_dict(gan_config_dict(plain))
-        lambdas = cfg.task_lambdas(len(self.task_names))
-        return {
-            "config_id": plain["config_id"], "baseline_key": plain["baseline_key"],
-            "seed": cfg.seed, "mode": cfg.mode, "alpha": cfg.alpha,
-            **{f"lambda_{t}": lam for t, lam in zip(self.task_names, lambdas)},
-            "data": cfg.data, "samples_per_task": cfg.samples_per_task, "width": cfg.width, "z_dim": cfg.z_dim,
-            "lr": cfg.lr, "batch_size": cfg.batch_size, "gan_loss": cfg.gan_loss, "eval_samples": cfg.eval_samples,
-            "steps_per_iteration": plain.get("steps_per_iteration"), "iterations_planned": plain.get("iterations"),
-        }
 
 
 def pc_min(column) -> int:
@@ -434,54 +422,27 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _first_error_line(trial) -> str:
+def config_columns(config: dict[str, Any], task_names: list[str]) -> dict[str, Any]:
+    """A trial's configuration as trials.parquet's flat columns (Tune's loggers get them too:
+    one named value per searched quantity, ``lambda_<task>`` included). Hard sharing's α is
+    recorded as inf, the α → ∞ limit it is (its config's α is unused), so that it cannot be
+    mistaken for the independent arms' α = 0."""
+    plain = canonical_trial(config)
+    cfg = GANConfig.from_dict(gan_config_dict(plain))
+    lambdas = cfg.task_lambdas(len(task_names))
+    return {
+        "config_id": plain["config_id"], "baseline_key": plain["baseline_key"],
+        "seed": cfg.seed, "mode": cfg.mode, "alpha": math.inf if cfg.mode == HARD else cfg.alpha,
+        **{f"lambda_{t}": lam for t, lam in zip(task_names, lambdas)},
+        "data": cfg.data, "samples_per_task": cfg.samples_per_task, "width": cfg.width, "z_dim": cfg.z_dim,
+        "lr": cfg.lr, "batch_size": cfg.batch_size, "gan_loss": cfg.gan_loss, "eval_samples": cfg.eval_samples,
+        "steps_per_iteration": plain.get("steps_per_iteration"), "iterations_planned": plain.get("iterations"),
+    }
+
+
+def first_error_line(trial) -> str:
     message = getattr(trial, "error_msg", None) or ""
     if not message and getattr(trial, "error_file", None) and Path(trial.error_file).exists():
         message = Path(trial.error_file).read_text()
     lines = [ln for ln in str(message).splitlines() if ln.strip()]
     return lines[-1] if lines else "error"
-
-
-class ProgressLines(Callback):
-    """One line per finished trial (id, configuration, final fid_mean, status) and a one-line
-    count of running/pending trials every ``every_seconds``."""
-
-    def __init__(self, total: int, every_seconds: float = 30.0) -> None:
-        self.total = total
-        self.every_seconds = every_seconds
-        self._last = time.monotonic()
-
-    def __reduce__(self):
-        return (type(self), (self.total, self.every_seconds))
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last < self.every_seconds:
-            return
-        self._last = time.monotonic()
-        counts: dict[str, int] = {}
-        for trial in trials:
-            counts[trial.status] = counts.get(trial.status, 0) + 1
-        print(time.strftime("%H:%M:%S ") + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())),
-              flush=True)
-
-    def _line(self, trials: list, trial, status: str) -> None:
-        # Counted from Tune's trial list, so a resumed sweep counts the trials finished before.
-        finished = 1 + sum(1 for t in trials if t is not trial and t.is_finished())
-        result = trial.last_result or {}
-        if result.get("diverged"):
-            status = DIVERGED
-        plain = canonical_trial(trial.config)
-        lam = plain.get("lambdas")
-        lam_text = "1" if lam is None else ",".join(f"{x:.2f}" for x in lam)
-        fid = result.get("fid_mean")
-        fid_text = "-" if fid is None or not math.isfinite(fid) else f"{fid:.2f}"
-        print(f"[{finished}/{self.total}] {trial.trial_id} {plain['mode']:<11} alpha={plain['alpha']:<9.4g} "
-              f"lambda=({lam_text}) seed={plain['seed']} iter={result.get('iteration', 0)} "
-              f"fid_mean={fid_text} {status}" + (f" ({_first_error_line(trial)})" if status == ERROR else ""),
-              file=sys.stdout, flush=True)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._line(trials, trial, TERMINATED)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._line(trials, trial, ERROR)

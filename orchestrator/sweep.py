@@ -2,8 +2,9 @@
 
 Everything the user typed is checked before Ray starts and before anything is written; a bad
 input is one ``error: ...`` line on stderr and exit code 2. While the sweep runs there is one
-line per finished trial; at the end it prints where the results are, the best configurations
-and the analysis command. ``--resume`` continues the sweep ``--name`` after its driver died
+line per finished arm and a status line with an ETA (orchestrator.progress); Ray's and Tune's
+own output is quiet unless ``--verbose``. At the end it prints where the results are, the best
+configurations and the analysis command, runnable as printed (this interpreter). ``--resume`` continues the sweep ``--name`` after its driver died
 (``Tuner.restore``); it reuses the settings stored with that sweep, so only ``--name``,
 ``--storage`` and ``--address`` may be given with it (any other flag is an error).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -25,7 +27,7 @@ from typing import Any
 
 import search_spaces as ss
 from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, TUNER_STATE_FILE,
-                                 RunLocation)
+                                 RunLocation, trials_schema)
 from trainables.cli import OneLineParser, UsageError
 
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
@@ -34,10 +36,17 @@ NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 MAX_NAME_LENGTH = 100  # a path component; file systems stop at 255 bytes
 # trials.parquet has fid_<task>/kid_<task> and fid_mean/kid_mean columns
 RESERVED_TASK_NAMES = ("mean",)
-RESUME_FLAGS = ("name", "storage", "address", "resume")  # the rest come from the stored sweep
+RESUME_FLAGS = ("name", "storage", "address", "resume", "verbose")  # the rest come from the stored sweep
 ADDRESS_TIMEOUT_S = 5.0
 # Left in a run directory by a driver that died before writing sweep.json: not a sweep yet.
 STARTUP_RESIDUE = (".driver.lock",)
+DESCRIPTION = """\
+Run a sweep of the multi-task GAN's sharing strength alpha, task weights lambda and sharing
+mode (independent, soft, hard) on Ray Tune -- an embedded local Ray, or a cluster with
+--address -- pairing every shared configuration with an independent baseline at each seed.
+Results stream into <storage>/<name>/ as Parquet (metrics/*.parquet, trials.parquet) with
+sweep.json; analyse them with `python -m orchestrator.analyze RUN`. Flags override the sweep
+file's settings; --resume continues a sweep whose driver died."""
 
 
 def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
@@ -45,22 +54,39 @@ def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if typed_only else value
 
-    p = OneLineParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0],
-                argument_default=argparse.SUPPRESS if typed_only else None)
-    p.add_argument("--space", default=default("default"), help="sweep name (%s) or FILE.yaml" % ", ".join(ss.available_spaces()))
-    p.add_argument("--data", help="task spec, overrides the sweep file's (digits, digits:classes=0,1, "
-                                  "digits:domains=plain,inverted, npz:PATH, folder:PATH, shapes:tasks=4)")
-    p.add_argument("--num-samples", type=int, help="number of shared configurations (each runs at every seed)")
-    p.add_argument("--iterations", type=int, help="reports (train + evaluate rounds) per trial")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument("--cpus-per-trial", type=float, default=default(1.0))
-    p.add_argument("--gpus-per-trial", type=float, default=default(0.0), help="fraction of one GPU, 0..1 (e.g. 0.25)")
+    p = OneLineParser(prog="python -m orchestrator.sweep", description=DESCRIPTION,
+                      argument_default=argparse.SUPPRESS if typed_only else None)
+    p.add_argument("--space", default=default("default"),
+                   help="sweep file: a shipped one (%s) or FILE.yaml (default: %%(default)s)"
+                        % ", ".join(ss.available_spaces()))
+    p.add_argument("--data", help="task spec (default: the sweep file's): digits, digits:classes=0,1, "
+                                  "digits:domains=plain,inverted, npz:PATH, folder:PATH, shapes:tasks=4")
+    p.add_argument("--num-samples", type=int,
+                   help="shared configurations to draw, each run at every seed (default: the sweep file's)")
+    p.add_argument("--iterations", type=int,
+                   help="train-and-evaluate rounds per trial, one metrics row each (default: the sweep file's)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the sweep file's)")
+    p.add_argument("--cpus-per-trial", type=float, default=default(1.0),
+                   help="CPUs Ray reserves for each trial; trials run in parallel as CPUs allow "
+                        "(default: %(default)s)")
+    p.add_argument("--gpus-per-trial", type=float, default=default(0.0),
+                   help="fraction of one GPU per trial, 0..1; 0.25 packs four trials on a GPU (default: %(default)s)")
     p.add_argument("--search", choices=ss.SEARCHES, help="random | grid | optuna (default: the sweep file's)")
-    p.add_argument("--scheduler", choices=ss.SCHEDULERS, help="fifo | asha | pbt (default: the sweep file's)")
-    p.add_argument("--storage", default=default("./results"), help="directory holding the sweeps (default ./results)")
-    p.add_argument("--name", help="sweep name (default <space>-YYYYmmdd-HHMMSS); with --resume, the sweep to continue")
-    p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: start a local Ray")
+    p.add_argument("--scheduler", choices=ss.SCHEDULERS,
+                   help="fifo | asha (stops weak shared arms early) | pbt (default: the sweep file's)")
+    p.add_argument("--keep-checkpoints", type=int,
+                   help="checkpoints each finished trial keeps, >= 1; the last holds the trained model and "
+                        "its sample images (default: the sweep file's keep_checkpoints, else 1)")
+    p.add_argument("--callback", action="append", metavar="MODULE:CLASS",
+                   help="add your own Tune callback (a ray.tune.Callback subclass built with no arguments, "
+                        "e.g. an MLflow or W&B logger; see the README); repeatable (default: none)")
+    p.add_argument("--storage", default=default("./results"),
+                   help="directory or URI (s3://bucket/prefix) holding the sweeps (default: %(default)s)")
+    p.add_argument("--name", help="sweep name (default: <space>-YYYYmmdd-HHMMSS); with --resume, the sweep to continue")
+    p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT) (default: start a local Ray)")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after its driver died")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Tune's own output (start-up lines, Tune's tables) as well")
     return p
 
 
@@ -87,6 +113,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.iterations is not None and args.iterations < 1:
         raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.keep_checkpoints is not None and args.keep_checkpoints < 1:
+        raise UsageError(f"--keep-checkpoints must be >= 1 (the last checkpoint holds the trained model), "
+                         f"got {args.keep_checkpoints}")
     if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
         raise UsageError(f"--cpus-per-trial must be a finite number > 0, got {args.cpus_per_trial}")
     if not 0 <= args.gpus_per_trial <= 1:
@@ -207,16 +236,18 @@ class SweepPlan:
     def run_dir(self) -> str:
         return self.run.location
 
-    def record_dict(self) -> dict[str, Any]:
-        """sweep.json: the settings a --resume restores."""
-        import ray
+    def record_dict(self, argv: list[str] | None = None) -> dict[str, Any]:
+        """sweep.json: the settings a --resume restores, and where the run came from
+        (orchestrator.provenance; ``argv`` as given to main, None: this process' command line)."""
+        from orchestrator.provenance import provenance
 
+        origin = provenance("orchestrator.sweep", argv)
         return {"schema_version": SCHEMA_VERSION, "sweep": self.name, "space": self.spec.name,
                 "spec": self.spec.to_dict(), "data": self.spec.data, "tasks": self.task_names,
                 "n_tasks": len(self.task_names), "seeds": list(self.spec.seeds),
                 "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus, "trials": self.trials,
                 "args": dict(self.args), "created": time.time(),
-                "ray_version": ray.__version__, "command": " ".join(sys.argv)}
+                "ray_version": origin["versions"]["ray"], "command": origin["command"], "provenance": origin}
 
 
 def plan_sweep(args: argparse.Namespace, given: set[str] | None = None) -> SweepPlan:
@@ -241,7 +272,7 @@ def plan_new_sweep(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
     _check_numbers(args)
     spec = ss.load_space(args.space).with_overrides(
         data=args.data, num_samples=args.num_samples, iterations=args.iterations, seeds=_parse_seeds(args.seeds),
-        search=args.search, scheduler=args.scheduler)
+        search=args.search, scheduler=args.scheduler, keep_checkpoints=args.keep_checkpoints)
     _check_search(spec)
     task_names = _load_task_names(spec)
     reserved = [t for t in task_names if t in RESERVED_TASK_NAMES]
@@ -351,7 +382,8 @@ def _start_ray(plan: SweepPlan) -> bool:
             if torch.cuda.device_count() == 0:
                 raise UsageError(f"--gpus-per-trial {plan.gpus}: this machine has no GPU visible to torch "
                                  f"(trials would wait forever); use --gpus-per-trial 0 or --address")
-        ray.init(include_dashboard=False)
+        # Ray's INFO start-up lines only with --verbose (quiet_ray_and_tune)
+        ray.init(include_dashboard=False, logging_level=logging.INFO if plan.args.get("verbose") else logging.WARNING)
         started = True
     try:
         _check_trials_fit(plan)
@@ -404,13 +436,16 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def build_tuner(plan: SweepPlan, reuse_actors: bool = True):
-    """The Tuner for a validated plan (a restored one with --resume); Ray must be running."""
+def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list | None = None):
+    """The Tuner for a validated plan (a restored one with --resume); Ray must be running.
+    ``user_callbacks``: --callback instances, after ours (they see trials.parquet written)."""
     from ray import tune
 
     from orchestrator import tune_mapping
+    from orchestrator.callbacks import CheckpointPruner, FlatHyperparameters
     from orchestrator.guard import StateSigner, find_callback
-    from orchestrator.results import ParquetResults, ProgressLines
+    from orchestrator.progress import Progress
+    from orchestrator.results import ParquetResults, first_error_line
     from trainables.tune_trainable import multitask_gan_trainable
 
     trainable = tune.with_resources(multitask_gan_trainable, {"cpu": plan.cpus, "gpu": plan.gpus})
@@ -424,8 +459,11 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True):
     n_tasks = len(plan.task_names)
     param_space, search_alg, num_samples = tune_mapping.tune_search(plan.spec, n_tasks)
     total = len(plan.trials) if plan.trials else num_samples
-    callbacks = [ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
-                 ProgressLines(total), StateSigner()]
+    user_callbacks = list(user_callbacks or [])
+    callbacks = [FlatHyperparameters(plan.task_names),
+                 ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
+                 CheckpointPruner(plan.spec.keep_checkpoints),
+                 Progress(total, plan.spec.iterations, error_line=first_error_line), StateSigner(), *user_callbacks]
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -436,10 +474,12 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True):
             # Measured: 16 short trials take 5-9 s with actor reuse, 33 s without.
             reuse_actors=reuse_actors, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            storage_path=plan.storage.location, name=plan.name, callbacks=callbacks, verbose=0,  # our ProgressLines instead of Tune's wide table
+            storage_path=plan.storage.location, name=plan.name, callbacks=callbacks,
+            verbose=1 if plan.args.get("verbose") else 0,  # orchestrator.progress instead of Tune's table
             failure_config=tune.FailureConfig(max_failures=plan.spec.max_failures),
-            # PBT exploits other trials' recent checkpoints, so keep a few.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
+            # While trials run, PBT exploits recent checkpoints and --resume needs the latest: keep
+            # at least 2; CheckpointPruner trims a finished trial to keep_checkpoints.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=max(2, plan.spec.keep_checkpoints))),
     )
 
 
@@ -461,16 +501,67 @@ def summarize(run, top: int = 5) -> str:
         shown = shown[~shown.index.duplicated()]
         lines.append("best configurations (fid_mean averaged over seeds, lower is better):")
         lines.extend(shown.to_string(float_format=lambda x: f"{x:.4g}").splitlines())
-    lines.append(f"next: python -m orchestrator.analyze {shlex.quote(run.location)}")
+    # The interpreter that ran the sweep: the command works in a fresh shell, venv activated or not.
+    lines.append(f"next: {shlex.join([sys.executable, '-m', 'orchestrator.analyze', run.location])}")
     return "\n".join(lines)
 
 
-def start_run(plan: SweepPlan) -> None:
-    """Create the run directory and its sweep.json (a new sweep only, or one whose driver died
-    before writing it)."""
+def start_run(plan: SweepPlan, argv: list[str] | None = None) -> None:
+    """Create the run directory, an empty trials.parquet (readers find it from the start) and
+    sweep.json (a new sweep only, or one whose driver died before writing it)."""
     if not plan.run.exists(SWEEP_FILE):
         plan.run.makedirs()
-        plan.run.write_text(json.dumps(plan.record_dict(), indent=1, default=str), SWEEP_FILE)
+        plan.run.write_table(trials_schema(plan.task_names).empty_table(), TRIALS_FILE)
+        plan.run.write_text(json.dumps(plan.record_dict(argv), indent=1, default=str), SWEEP_FILE)
+
+
+def checkpoint_mb(trial: dict[str, Any], n_tasks: int, image_shape: tuple[int, ...]) -> float:
+    """Size of one of the trial's checkpoints in MB: networks and Adam's two moments (float32),
+    plus the kept samples (an upper bound: they are stored compressed)."""
+    import numpy as np
+    import torch
+
+    from trainables.config import GANConfig
+    from trainables.model import build_networks
+
+    cfg = GANConfig.from_dict(ss.gan_fields(trial))
+    image_dim = int(np.prod(image_shape))
+    nets = build_networks(n_tasks, image_dim, cfg.width, cfg.z_dim, cfg.mode, cfg.share_g, cfg.share_d,
+                          torch.Generator().manual_seed(0))
+    parameters = sum(p.numel() for net in nets for p in net.parameters())
+    samples = n_tasks * int(trial.get("samples_kept", 0)) * image_dim
+    return (3 * parameters + samples) * 4 / 1e6
+
+
+def disk_estimate(plan: SweepPlan) -> str:
+    """The checkpoints' expected disk use, one line (printed before the sweep starts)."""
+    from trainables.data import load_tasks
+
+    tasks = load_tasks(plan.spec.data, samples_per_task=2, test_fraction=plan.spec.fixed.get("test_fraction", 0.25))
+    trials = plan.trials or [{**ss.base_trial(plan.spec), **ss.baseline_arm(len(plan.task_names)),
+                              "seed": plan.spec.seeds[0]}] * len(plan.spec.seeds) * (plan.spec.num_samples + 1)
+    sizes: dict[tuple, float] = {}
+    for trial in trials:
+        key = tuple(trial.get(k) for k in ("width", "z_dim", "mode", "share_g", "share_d", "samples_kept"))
+        if key not in sizes:
+            sizes[key] = checkpoint_mb(trial, len(plan.task_names), tasks.image_shape)
+    per_trial = [sizes[tuple(t.get(k) for k in ("width", "z_dim", "mode", "share_g", "share_d", "samples_kept"))]
+                 for t in trials]
+    keep = plan.spec.keep_checkpoints
+    total = keep * sum(per_trial)
+    return (f"disk: ~{total:,.0f} MB of checkpoints when done ({len(per_trial)} trials x {keep} kept x "
+            f"~{sum(per_trial) / len(per_trial):.1f} MB; --keep-checkpoints sets how many), "
+            f"plus up to {max(2, keep)} per running trial")
+
+
+def quiet_ray_and_tune() -> None:
+    """Ray's start-up lines and token-auth notice, Tune's configuration box and hints: silent
+    (--verbose keeps them). Tune's old output engine at verbose=0 prints nothing; its new one
+    prints a box and a TensorBoard hint naming its temporary staging folder whatever the level."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
 def resume_command(plan: SweepPlan) -> str:
@@ -516,7 +607,10 @@ def _main(argv: list[str] | None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     lock = None
     try:
-        plan = plan_sweep(build_parser().parse_args(argv), given=explicit_flags(argv))
+        args = build_parser().parse_args(argv)
+        plan = plan_sweep(args, given=explicit_flags(argv))
+        from orchestrator.callbacks import load_callback  # imports Ray: after the cheap checks
+        user_callbacks = [load_callback(spec) for spec in (args.callback or [])]
         # One driver per run: taken before anything is written, then the plan's view of the
         # run (name free / sweep to resume) is checked again under it.
         lock = run_lock(plan.run.location if not plan.run.local else plan.run.path, plan.name, plan.run.local)
@@ -539,6 +633,8 @@ def _main(argv: list[str] | None) -> int:
                 signatures = guard.verify_run_state(plan.run, key)
         else:
             check_name_free(plan.run, plan.name, plan.storage)
+        if not args.verbose:
+            quiet_ray_and_tune()
         started = _start_ray(plan)
     except (UsageError, ValueError, RunLocked, signing.SignatureError) as e:
         if lock is not None:
@@ -554,10 +650,14 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         with guard.Interrupts() as interrupts:
-            start_run(plan)
+            start_run(plan, argv)
             print(f"sweep {plan.name}: {len(plan.trials) or 'optuna'} trials, tasks {','.join(plan.task_names)}, "
                   f"{plan.cpus:g} CPU / {plan.gpus:g} GPU per trial -> {plan.run_dir}", flush=True)
-            tuner = build_tuner(plan)
+            if not plan.resume:
+                print(disk_estimate(plan), flush=True)
+            if plan.run.local:
+                print(f"TensorBoard: tensorboard --logdir {shlex.quote(plan.run_dir)}", flush=True)
+            tuner = build_tuner(plan, user_callbacks=user_callbacks)
             signer = guard.find_callback(tuner, guard.StateSigner)
             signer.start(key, plan.run, signatures)
             guard.sign_tuner_state(tuner, plan.run, signer)

@@ -22,7 +22,8 @@ SCHEDULERS = ("fifo", "asha", "pbt")
 GAN_KNOBS = ("samples_per_task", "test_fraction", "gan_loss", "width", "z_dim", "share_g", "share_d",
              "batch_size", "lr", "beta1", "eval_samples")
 TOP_KEYS = ("description", "data", "seeds", "num_samples", "search", "scheduler", "iterations",
-            "steps_per_iteration", "samples_kept", "space_seed", "max_failures", "fixed", "knobs", "sharing")
+            "steps_per_iteration", "samples_kept", "space_seed", "max_failures", "keep_checkpoints", "fixed",
+            "knobs", "sharing")
 SHARING_KEYS = ("modes", "alpha", "lambdas")
 
 
@@ -48,6 +49,7 @@ class SweepSpec:
     lambdas: dict[str, Any]
     description: str = ""
     max_failures: int = 1  # Tune FailureConfig: restarts of a crashed trial from its checkpoint
+    keep_checkpoints: int = 1  # checkpoints a finished trial keeps (the last holds model and samples)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, **overrides: Any) -> "SweepSpec":
@@ -141,6 +143,7 @@ def _spec_from_dict(raw: Any, path: Path) -> SweepSpec:
         lambdas=_distribution(sharing.get("lambdas", "equal"), "lambdas"),
         description=str(raw.get("description", "")),
         max_failures=_as_int(raw.get("max_failures", 1), "max_failures"),
+        keep_checkpoints=_as_int(raw.get("keep_checkpoints", 1), "keep_checkpoints"),
     )
     _check_spec(spec)
     return spec
@@ -188,6 +191,9 @@ def _check_spec(spec: SweepSpec) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
     if spec.max_failures < 0:
         raise ValueError(f"max_failures must be >= 0, got {spec.max_failures}")
+    if spec.keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1 (the last checkpoint holds the trained model and the "
+                         f"sample images), got {spec.keep_checkpoints}")
     if spec.samples_kept < 0:
         raise ValueError(f"samples_kept must be >= 0, got {spec.samples_kept}")
     if not spec.seeds:

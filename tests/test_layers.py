@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The only modules that may import Ray: the orchestrator's Tune-facing ones and the trainable wrapper.
 RAY_MODULES = {"orchestrator/results.py", "orchestrator/sweep.py", "orchestrator/cluster.py",
                "orchestrator/tune_mapping.py", "trainables/tune_trainable.py",
-               "orchestrator/progress.py", "orchestrator/user_callbacks.py", "orchestrator/guard.py"}
+               "orchestrator/progress.py", "orchestrator/callbacks.py", "orchestrator/guard.py"}
 # package -> packages of this project it must not import
 FORBIDDEN = {"trainables": ("orchestrator", "search_spaces"), "search_spaces": ("orchestrator",)}
 

@@ -8,7 +8,7 @@ from orchestrator.progress import arm_label, duration, eta_seconds, outcome, wor
 
 def test_arm_labels_name_what_varies_in_each_mode():
     assert arm_label({"trial": {"mode": "soft", "alpha": 0.012345, "lambdas": [0.61, 1.39], "seed": 1}}) == \
-        "soft alpha=0.01235 lambda=(0.61,1.4) seed=1"
+        "soft alpha=0.01235 lambda=(0.61,1.39) seed=1"
     assert arm_label({"mode": "hard", "alpha": 0.0, "lambdas": [1.0, 1.0], "seed": 0}) == "hard lambda=(1,1) seed=0"
     assert arm_label({"mode": "independent", "alpha": 0.0, "lambdas": [1.0, 1.0], "seed": 2}) == "independent seed=2"
     # Optuna's raw weights are shown scaled to sum to n, as the trainable runs them

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from ray.tune import Callback
 
-from orchestrator.user_callbacks import load_callback
+from orchestrator.callbacks import load_callback
 
 MODULE = """
 from ray.tune import Callback
