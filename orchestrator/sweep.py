@@ -477,9 +477,9 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list
             storage_path=plan.storage.location, name=plan.name, callbacks=callbacks,
             verbose=1 if plan.args.get("verbose") else 0,  # orchestrator.progress instead of Tune's table
             failure_config=tune.FailureConfig(max_failures=plan.spec.max_failures),
-            # While trials run, PBT exploits recent checkpoints and --resume needs the latest: keep
-            # at least 2; CheckpointPruner trims a finished trial to keep_checkpoints.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=max(2, plan.spec.keep_checkpoints))),
+            # While trials run, --resume needs the latest checkpoint and PBT exploits recent ones;
+            # CheckpointPruner trims a finished trial to keep_checkpoints.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=running_checkpoints(plan.spec))),
     )
 
 
@@ -533,6 +533,12 @@ def checkpoint_mb(trial: dict[str, Any], n_tasks: int, image_shape: tuple[int, .
     return (3 * parameters + samples) * 4 / 1e6
 
 
+def running_checkpoints(spec: ss.SweepSpec) -> int:
+    """Checkpoints Tune keeps per running trial: 2, 3 under PBT (Tune warns that fewer can leave
+    an exploiting trial without the checkpoint it clones), or keep_checkpoints if more."""
+    return max(3 if spec.scheduler == "pbt" else 2, spec.keep_checkpoints)
+
+
 def disk_estimate(plan: SweepPlan) -> str:
     """The checkpoints' expected disk use, one line (printed before the sweep starts)."""
     from trainables.data import load_tasks
@@ -551,7 +557,7 @@ def disk_estimate(plan: SweepPlan) -> str:
     total = keep * sum(per_trial)
     return (f"disk: ~{total:,.0f} MB of checkpoints when done ({len(per_trial)} trials x {keep} kept x "
             f"~{sum(per_trial) / len(per_trial):.1f} MB; --keep-checkpoints sets how many), "
-            f"plus up to {max(2, keep)} per running trial")
+            f"plus up to {running_checkpoints(plan.spec)} per running trial")
 
 
 def quiet_ray_and_tune() -> None:
