@@ -1,6 +1,6 @@
 """The sweep's small Tune callbacks, and the user's own (``--callback module:Class``).
 
-FlatHyperparameters hands Tune's loggers (TensorBoard's HParams, MLflow, W&B) the trial's
+FlatHyperparameters hands Tune's loggers (TensorBoard's HParams view reads them) the trial's
 configuration as flat named values -- ``mode``, ``alpha``, ``lambda_<task>``, ... -- the columns
 of trials.parquet, instead of Tune's nested ``trial/...`` config where λ is a list that
 TensorBoard drops. CheckpointPruner deletes a finished trial's checkpoints beyond the newest
