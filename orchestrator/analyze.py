@@ -19,18 +19,30 @@ from orchestrator.schema import METRIC_NAMES, METRICS_DIR, REPORT_DIR, is_uri, l
 from trainables.cli import OneLineParser, UsageError
 
 
+DESCRIPTION = """\
+Does sharing help? Reads the Parquet results of one or more sweeps (pooled; a run still in
+progress is read as it stands), pairs each shared trial with the independent trial of its
+seed, and reports the benefit per task with simultaneous confidence intervals, ΔMTL per
+configuration, the effect of alpha, lambda and mode, budget and learning curves and sample
+grids. Prints the headline and writes report.html, report.md, benefit.csv, configs.csv and
+the figures to --out."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m orchestrator.analyze",
-                            description="Does sharing help? Paired benefit per task with bootstrap CIs, ΔMTL, "
-                                        "sensitivity to α/λ/mode, budget and learning curves, sample grids.")
-    parser.add_argument("runs", nargs="+", help="run directories <storage>/<name> (pooled); a URI such as "
-                        "s3://bucket/prefix/name is read in place")
+    parser = OneLineParser(prog="python -m orchestrator.analyze", description=DESCRIPTION)
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run directories <storage>/<name> written by orchestrator.sweep (pooled); a URI "
+                             "such as s3://bucket/prefix/name is read in place")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output directory (default <first run>/report; for a URI ./results/<name>/report)")
-    parser.add_argument("--metric", default="fid", help=f"one of {', '.join(METRIC_NAMES)} (default fid)")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (>= 2000)")
-    parser.add_argument("--rng-seed", type=int, default=0, help="seed of the bootstrap RNG")
-    parser.add_argument("--top", type=int, default=10, help="rows of the top-configuration tables")
+                        help="output directory (default: <first run>/report; for a URI ./results/<name>/report)")
+    parser.add_argument("--metric", default="fid",
+                        help=f"the metric compared: one of {', '.join(METRIC_NAMES)} (default: %(default)s)")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples, >= 2000 (default: %(default)s)")
+    parser.add_argument("--rng-seed", type=int, default=0,
+                        help="seed of the bootstrap's random generator (default: %(default)s)")
+    parser.add_argument("--top", type=int, default=10,
+                        help="rows of the top-configuration tables, >= 1 (default: %(default)s)")
     return parser
 
 

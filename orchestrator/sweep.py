@@ -527,7 +527,7 @@ def checkpoint_mb(trial: dict[str, Any], n_tasks: int, image_shape: tuple[int, .
     cfg = GANConfig.from_dict(ss.gan_fields(trial))
     image_dim = int(np.prod(image_shape))
     nets = build_networks(n_tasks, image_dim, cfg.width, cfg.z_dim, cfg.mode, cfg.share_g, cfg.share_d,
-                          torch.Generator().manual_seed(0))
+                          [torch.Generator().manual_seed(0)])  # one arm: what one trial trains
     parameters = sum(p.numel() for net in nets for p in net.parameters())
     samples = n_tasks * int(trial.get("samples_kept", 0)) * image_dim
     return (3 * parameters + samples) * 4 / 1e6

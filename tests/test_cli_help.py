@@ -10,7 +10,7 @@ import pytest
 
 from trainables.__main__ import main as trainables_main
 
-COMMANDS = ["trainables"]
+COMMANDS = ["trainables", "orchestrator.sweep", "orchestrator.analyze", "orchestrator.cluster"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
