@@ -299,7 +299,10 @@ class ParquetResults(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # Not while trials run: a glob reader fails on a file deleted between its listing and
         # its opening (module doc). Trials of an earlier driver are compacted here too.
+        # trials.parquet first: a reader sees every trial ended before any file is merged away.
         with self._recording_failure():
+            self._persist_pending()
+            self._write_trials()
             for trial_id in sorted(set(self._metrics_files) | set(self._pending)):
                 self.compact(trial_id)
             self._write_trials()

@@ -73,11 +73,12 @@ class Poller(threading.Thread):
             self.polls += 1
             try:
                 rows = self.read()
-            except Exception as e:  # noqa: BLE001 -- any failure of the reader counts
-                self.problems.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+            except Exception as e:  # noqa: BLE001 -- any failure of the reader counts...
+                if not self.trials_finished(self.n_trials):  # ...unless it overlapped the final merge
+                    self.problems.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
                 continue
             doubled = [k for k, n in Counter(rows).items() if n > 1]
-            if doubled:
+            if doubled and not self.trials_finished(self.n_trials):
                 self.problems.append(f"{len(doubled)} rows read twice, e.g. {doubled[0]}")
             self.last_rows = rows
             if self.reader == "listing":
