@@ -127,4 +127,4 @@ def test_resume_after_sigkill(tmp_path):
     assert (kept["timestamp_before"] == kept["timestamp_after"]).all()
     # compacted: one file per trial once the sweep is done
     assert len([p for p in (run_dir / "metrics").iterdir() if not p.name.startswith(".")]) == len(planned)
-    assert "python -m orchestrator.analyze" in (tmp_path / "second.log").read_text()
+    assert " -m orchestrator.analyze" in (tmp_path / "second.log").read_text()
