@@ -1,5 +1,5 @@
 # Two commands: `make sweep` (set up, run the default sweep on an embedded local Ray)
-# and `make test` (set up, run the tests).
+# and `make test` (set up, lint with ruff, run the tests).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,6 +22,7 @@ sweep: setup
 	$(PY) -m orchestrator.sweep $(ARGS)
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(ARGS)
 
 clean:

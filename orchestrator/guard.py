@@ -23,7 +23,7 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator import signing
-from orchestrator.schema import METRICS_DIR, SWEEP_FILE, TUNER_STATE_FILE, RunLocation
+from orchestrator.schema import METRICS_DIR, TUNER_STATE_FILE, RunLocation
 
 SIGNATURES_FILE = "state-signatures.json"
 EXPERIMENT_STATE = "experiment_state-*.json"

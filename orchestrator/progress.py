@@ -120,7 +120,8 @@ class Progress(Callback):
                         else sum(p for _, _, p in states) - done_now)
         eta = eta_seconds(done_now, self._work_at_start, elapsed, remaining)
         eta_text = "ETA -" if eta is None else ("ETA ~" + duration(eta) if remaining else "finishing")
-        return f"  {duration(elapsed):>6}  {finished}/{self.total} done, {running} running, {pending} pending  {eta_text}"
+        return (f"  {duration(elapsed):>6}  {finished}/{self.total} done, {running} running, {pending} pending  "
+                f"{eta_text}")
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self._work_at_start is None:  # the work a resumed sweep found done is not this driver's

@@ -4,9 +4,10 @@ Everything the user typed is checked before Ray starts and before anything is wr
 input is one ``error: ...`` line on stderr and exit code 2. While the sweep runs there is one
 line per finished arm and a status line with an ETA (orchestrator.progress); Ray's and Tune's
 own output is quiet unless ``--verbose``. At the end it prints where the results are, the best
-configurations and the analysis command, runnable as printed (this interpreter). ``--resume`` continues the sweep ``--name`` after its driver died
-(``Tuner.restore``); it reuses the settings stored with that sweep, so only ``--name``,
-``--storage`` and ``--address`` may be given with it (any other flag is an error).
+configurations and the analysis command, runnable as printed (this interpreter). ``--resume``
+continues the sweep ``--name`` after its driver died (``Tuner.restore``); it reuses the settings
+stored with that sweep, so only ``--name``, ``--storage`` and ``--address`` may be given with it
+(any other flag is an error).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import search_spaces as ss
-from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, TUNER_STATE_FILE,
-                                 RunLocation, trials_schema)
+from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, RunLocation,
+                                 trials_schema)
 from trainables.cli import OneLineParser, UsageError
 
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address

@@ -37,7 +37,8 @@ def test_a_callback_class_is_built(user_module):
 @pytest.mark.parametrize("spec, message", [
     ("my_callbacks_mod.Counter", "expected module:Class"),
     ("no_such_module_xyz:Counter", "cannot import no_such_module_xyz (ModuleNotFoundError"),
-    ("broken_callbacks_mod:Counter", "cannot import broken_callbacks_mod (ModuleNotFoundError: No module named 'no_such_package_xyz')"),
+    ("broken_callbacks_mod:Counter",
+     "cannot import broken_callbacks_mod (ModuleNotFoundError: No module named 'no_such_package_xyz')"),
     ("my_callbacks_mod:Missing", "Missing in my_callbacks_mod not found"),
     ("my_callbacks_mod:NotACallback", "is not a ray.tune.Callback subclass"),
     ("my_callbacks_mod:NeedsArgs", "NeedsArgs() failed (TypeError"),

@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,18 +36,15 @@ from typing import Any, Iterator
 
 import pytest
 
+from orchestrator.testing import free_port as _free_port
+from orchestrator.testing import read_run as _read_run
+
 REPO = Path(__file__).resolve().parent.parent
 WORKER_IPS = ("127.0.0.2", "127.0.0.3")
 pytestmark = pytest.mark.slow
 
 
 # ----------------------------------------------------------------------------- helpers
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 def _isolated_env(ray_tmp: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_TMPDIR=ray_tmp, TMPDIR=ray_tmp, RAY_AUTH_MODE="token",
@@ -88,15 +84,6 @@ def _read_json_lines(path: Path) -> list[dict[str, Any]]:
 def _run_sweep(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _read_run(run_dir: Path):
-    import pandas as pd
-    import pyarrow.dataset as pads
-
-    metrics = pads.dataset(run_dir / "metrics", format="parquet").to_table().to_pandas()
-    trials = pd.read_parquet(run_dir / "trials.parquet")
-    return metrics, trials, json.loads((run_dir / "sweep.json").read_text())
 
 
 def _assert_complete_run(metrics, trials, record: dict, iterations: int) -> None:

@@ -26,9 +26,10 @@ from orchestrator import signing
 from orchestrator.gcs_probe import NotRayGcs, check_ray_gcs
 from orchestrator.results import MetricsFile
 from orchestrator.runlock import LocalRunLock, RunLocked, S3RunLock
+from orchestrator.testing import REPO_ROOT as REPO
+from orchestrator.testing import (BILLION_LAUGHS, kill_group, read_metrics, start_driver, sweep_command,
+                                 write_space)
 from search_spaces.bounded_yaml import load_bounded
-from tests.test_spaces import write_space
-from tests.test_sweep_resume import REPO, kill_group, read_metrics, start_driver, sweep_command
 from trainables.tune_trainable import UntrustedCheckpointError, load_state
 
 
@@ -59,10 +60,6 @@ def test_planted_pickle_in_a_checkpoint_is_refused_never_run(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ bounded YAML (item 8)
-
-BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
-
 
 @pytest.mark.parametrize("text, needle", [
     (BILLION_LAUGHS, "expand to more than 100,000 nodes"),

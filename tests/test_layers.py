@@ -12,8 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_MODULES = {"orchestrator/results.py", "orchestrator/sweep.py", "orchestrator/cluster.py",
                "orchestrator/tune_mapping.py", "trainables/tune_trainable.py",
                "orchestrator/progress.py", "orchestrator/callbacks.py", "orchestrator/guard.py"}
-# package -> packages of this project it must not import
-FORBIDDEN = {"trainables": ("orchestrator", "search_spaces"), "search_spaces": ("orchestrator",)}
+# files under a path -> modules they must not import (a layer above them, or a cycle)
+FORBIDDEN = {
+    "trainables/": ("orchestrator", "search_spaces"),
+    "search_spaces/": ("orchestrator",),
+    "orchestrator/schema.py": ("orchestrator", "search_spaces"),
+    "orchestrator/analysis/": ("orchestrator.report", "orchestrator.analyze", "orchestrator.sweep",
+                               "orchestrator.results", "orchestrator.tune_mapping"),
+    "orchestrator/report/": ("orchestrator.analyze", "orchestrator.sweep", "orchestrator.results"),
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,10 +42,10 @@ def _sources() -> list[Path]:
 def test_no_module_imports_a_higher_layer() -> None:
     wrong = []
     for path in _sources():
-        package = path.relative_to(ROOT).parts[0]
-        for name in _imports(path):
-            if name.split(".")[0] in FORBIDDEN.get(package, ()):
-                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+        where = path.relative_to(ROOT).as_posix()
+        forbidden = [m for prefix, modules in FORBIDDEN.items() if where.startswith(prefix) for m in modules]
+        wrong += [f"{where} imports {name}" for name in _imports(path)
+                  if any(name == m or name.startswith(m + ".") for m in forbidden)]
     assert not wrong, wrong
 
 
@@ -58,3 +65,10 @@ def test_analysis_schema_search_spaces_and_core_import_without_ray() -> None:
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_tests_never_import_tests() -> None:
+    """Shared test helpers live in orchestrator.testing, shared fixtures in tests/conftest.py."""
+    wrong = [f"{path.name} imports {name}" for path in sorted((ROOT / "tests").glob("*.py"))
+             for name in _imports(path) if name == "tests" or name.startswith("tests.")]
+    assert not wrong, wrong

@@ -19,7 +19,8 @@ def test_arm_labels_name_what_varies_in_each_mode():
 @pytest.mark.parametrize("status, result, planned, expected", [
     ("TERMINATED", {"iteration": 4}, 4, "done"),
     ("TERMINATED", {"iteration": 1}, 4, "stopped early at iteration 1/4"),
-    ("TERMINATED", {"iteration": 2, "diverged": True, "error": "diverged at step 12"}, 4, "diverged: diverged at step 12"),
+    ("TERMINATED", {"iteration": 2, "diverged": True, "error": "diverged at step 12"}, 4,
+     "diverged: diverged at step 12"),
     ("ERROR", {"iteration": 2}, 4, "FAILED: boom"),
 ])
 def test_outcomes(status, result, planned, expected):

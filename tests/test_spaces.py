@@ -3,25 +3,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from pathlib import Path
 
 import pytest
-import yaml
 
 import search_spaces as ss
-
-
-def write_space(tmp_path: Path, name: str = "space", **changes) -> str:
-    """The smoke sweep file with top-level keys replaced (None deletes a key)."""
-    raw = yaml.safe_load((ss.SPACES_DIR / "smoke.yaml").read_text())
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
+from orchestrator.testing import write_space
 
 
 def spec_with(**changes) -> ss.SweepSpec:

@@ -1,26 +1,16 @@
 """End-to-end sweeps on a real local Ray: real Tune, real training, real Parquet."""
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow.dataset as pads
 
 import search_spaces as ss
 from orchestrator.sweep import main
-from tests.test_spaces import write_space
+from orchestrator.testing import read_run, write_space
 
 TUNE_KEYS = ("seed", "mode", "alpha", "data", "samples_per_task", "width", "batch_size", "steps_per_iteration")
-
-
-def read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    metrics = pads.dataset(run_dir / "metrics", format="parquet").to_table().to_pandas()
-    trials = pd.read_parquet(run_dir / "trials.parquet")
-    return metrics, trials, json.loads((run_dir / "sweep.json").read_text())
 
 
 def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):

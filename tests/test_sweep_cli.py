@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from orchestrator.sweep import main
-from tests.test_spaces import write_space
+from orchestrator.testing import free_port, write_space
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def hostile_space(tmp_path: Path, make_files: bool) -> str:
     once expanded; it used to hang the sweep)."""
     path = tmp_path / "laughs.yaml"
     if make_files:
-        from tests.test_faults import BILLION_LAUGHS
+        from orchestrator.testing import BILLION_LAUGHS
 
         smoke = (REPO / "search_spaces" / "smoke.yaml").read_text()
         laughs = "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines())
@@ -110,12 +110,6 @@ def test_more_cpus_than_any_node(ray_local, tmp_path, capsys):
     # the session Ray has 2 CPUs: a trial asking for 3 would wait forever
     assert_rejected(["--space", "smoke", "--cpus-per-trial", "3"], tmp_path / "results", capsys,
                     "--cpus-per-trial 3: the largest node of the Ray cluster has 2 CPUs")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_address_of_a_web_server(tmp_path, capsys):

@@ -9,52 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-from tests.test_spaces import write_space
+from orchestrator.testing import kill_group, read_metrics, start_driver, write_space
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIONS = 4  # > CheckpointConfig.num_to_keep (3): Tune then saves its state mid-trial
-
-
-def sweep_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.sweep", *args]
-
-
-def start_driver(args: list[str], log: Path) -> subprocess.Popen:
-    # own session: the test can clean up the driver's whole process group afterwards
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    return subprocess.Popen(sweep_command(*args), cwd=REPO, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """Every metrics row on disk now (a file may vanish while listing: a trial's parts are
-    deleted once compacted, so list again)."""
-    while True:
-        files = sorted(p for p in (run_dir / "metrics").glob("*.parquet") if not p.name.startswith((".", "_")))
-        try:
-            tables = [pq.read_table(p) for p in files]
-        except FileNotFoundError:
-            continue
-        if not tables:
-            return pd.DataFrame(columns=["trial_id", "iteration", "task", "timestamp"])
-        return pa.concat_tables(tables).to_pandas()
 
 
 def checkpointed_iterations(run_dir: Path) -> set[tuple[str, int]]:

@@ -117,7 +117,8 @@ def test_tensorboard_hparams_are_flat_and_named(smoke_run):
     soft = trials[trials["mode"] == "soft"].iloc[0]
     hparams = _hparams(next((smoke_run / soft["trial_id"]).glob("events.out.tfevents.*")))
     assert hparams["mode"] == "soft" and hparams["alpha"] == pytest.approx(soft["alpha"])
-    assert hparams["lambda_0"] == pytest.approx(soft["lambda_0"]) and hparams["lambda_1"] == pytest.approx(soft["lambda_1"])
+    assert hparams["lambda_0"] == pytest.approx(soft["lambda_0"])
+    assert hparams["lambda_1"] == pytest.approx(soft["lambda_1"])
     assert hparams["seed"] == soft["seed"] and not any(k.startswith("trial/") for k in hparams)
 
 

@@ -32,14 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=GANConfig.data,
                    help="task spec: digits, digits:classes=0,1, digits:domains=plain,inverted, "
                         "npz:PATH, folder:PATH, shapes:tasks=4 (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps, each one D and one G update of every task (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="training steps, each one D and one G update of every task (default: %(default)s)")
     p.add_argument("--every", type=int, default=500, help="evaluate every this many steps (default: %(default)s)")
     p.add_argument("--mode", default=GANConfig.mode, choices=MODES,
-                   help="sharing: independent (none), soft (pull of strength alpha towards S), hard (tied layers) (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=GANConfig.alpha, help="sharing strength in soft mode, >= 0 (default: %(default)s)")
+                   help="sharing: independent (none), soft (pull of strength alpha towards S), hard (tied layers) "
+                        "(default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=GANConfig.alpha,
+                   help="sharing strength in soft mode, >= 0 (default: %(default)s)")
     p.add_argument("--samples-per-task", type=int, default=None,
                    help="training images per task (default: all of the task's training split)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation, batches and noise (default: %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device, e.g. cpu, cuda, cuda:1 (default here: %(default)s)")
     p.add_argument("--out", default=None, help="write a PNG grid of samples here at the end (default: none)")

@@ -1,49 +1,8 @@
 """Tasks and their data: one image distribution per task, with a fixed held-out split.
 
-Spec grammar (one parser, ``parse_spec``)::
-
-    spec     := kind [":" body]
-    kind     := "digits" | "shapes" | "npz" | "folder"
-    body     := PATH                          for npz and folder (taken verbatim, may hold , ; =)
-              | option (sep option)*          for digits and shapes
-    sep      := "," | ";"
-    option   := key "=" value ("," value)*    a comma-separated item without "=" continues the
-                                              list of the option before it
-
-So ``digits:classes=0,1,2`` is one option with three values, and
-``shapes:tasks=4,relatedness=0.8`` is two options; ``;`` may be used between options for
-readability (``digits:classes=0,1;``). Whitespace around items is ignored. Unknown kinds, unknown or
-repeated keys and malformed items raise ``ValueError`` naming the spec.
-
-Kinds:
-
-- ``digits`` (= ``digits:classes=0,1,2,3``): scikit-learn's 8x8 handwritten digits (values 0..16,
-  ships with sklearn). ``classes=...``: one task per digit class, named "0".."9".
-  ``domains=...`` (any subset/order of plain, inverted, rot90, flip): all 10 classes, each domain a
-  transformed copy (plain: x; inverted: -x, i.e. 16 - raw; rot90: ``np.rot90`` by +90 degrees in
-  the (H, W) plane; flip: left-right mirror). To keep domains from being trivially paired, source
-  image i (in load_digits order) belongs only to the domain whose index in the canonical order
-  (plain, inverted, rot90, flip) equals ``i % 4`` -- a fixed partition, the same whichever domains
-  are listed. Labels are the digit class in both forms.
-- ``shapes:tasks=4,relatedness=0.8[,size=16][,n=200][,seed=0]``: synthetic family with known
-  relatedness, see ``shape_parameter_ranges`` and ``render_shapes``. 1 channel, size 8..32.
-  The images are drawn from ``seed`` (default 0), not from ``split_seed``, so that ``split_seed``
-  only chooses the held-out split, as for every other kind.
-- ``npz:PATH``: one array per task, key = task name, tasks in the file's order. N x H x W or
-  N x C x H x W with C in {1, 3}; uint8 (0..255) or float. Float range is detected over all float
-  arrays of the file together: all values in [0, 1] -> read as [0, 1]; otherwise all in [-1, 1] ->
-  read as [-1, 1]; otherwise error. (So a [-1, 1] file whose values happen to be all >= 0 is read as
-  [0, 1]; store such data as uint8 to avoid the ambiguity.)
-- ``folder:PATH``: ``PATH/<task>/*.png|*.jpg|*.jpeg``, task subfolders in sorted order (hidden
-  ones skipped), images in sorted order. All images must share one size; converted to L if every
-  image is grayscale (modes 1, L, LA), else to RGB.
-
-Images of every kind must be 4x4 .. 64x64.
-
-Split: per task the held-out indices come from a permutation seeded by (split_seed, crc32(name)):
-the first ``max(1, round(N * test_fraction))`` are the test set, the rest the train pool. The train
-pool is then capped to its first ``samples_per_task`` (so smaller caps are subsets of larger ones
-and the test set never depends on the cap). A cap above the pool size uses the whole pool.
+``load_tasks(spec)`` reads a task spec (``digits:classes=0,1,2``, ``shapes:...``, ``npz:PATH``,
+``folder:PATH``; the README's "Tasks and data"). The spec grammar, each kind's exact reading and
+the split rule are in CONVENTIONS.md, "Task specs".
 """
 from __future__ import annotations
 

@@ -129,9 +129,10 @@ def _restore(gan: MultiTaskGAN) -> tuple[int, float, dict[str, list[float]] | No
     return int(meta["iteration"]), float(meta["time_s"]), meta.get("losses")
 
 
-def _metrics(gan: MultiTaskGAN, iteration: int, spent: float, losses: dict[str, list[float]],
-             per_task: list[dict[str, float]], where: dict[str, Any]) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"iteration": iteration, "step": gan.step, "time_s": spent, "diverged": False, **where}
+def _iteration_result(gan: MultiTaskGAN, iteration: int, spent: float, losses: dict[str, list[float]],
+                      per_task: list[dict[str, float]], placement: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"iteration": iteration, "step": gan.step, "time_s": spent, "diverged": False,
+                               **placement}
     for i, name in enumerate(gan.tasks.names):
         for m in METRIC_NAMES:
             metrics[f"{m}/{name}"] = float(per_task[i][m])
@@ -152,8 +153,8 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
     steps = int(config["steps_per_iteration"])
     iterations = int(config["iterations"])
     keep = int(config.get("samples_kept", 16))
-    where = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-             "cpus": cpus, "gpus": gpus, "device": device}
+    placement = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+                 "cpus": cpus, "gpus": gpus, "device": device}
 
     gan = MultiTaskGAN(gan_cfg, tasks=_tasks_for(gan_cfg), device=device,
                        metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
@@ -162,7 +163,7 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
     if done >= iterations and last_losses is not None:
         # Restored from a final checkpoint (PBT cloned a finished trial, or the driver died
         # before Tune recorded the end): report that state once so the trial's last result is it.
-        tune.report(_metrics(gan, done, spent, last_losses, gan.evaluate(), where))
+        tune.report(_iteration_result(gan, done, spent, last_losses, gan.evaluate(), placement))
         return
     for iteration in range(done + 1, iterations + 1):
         started = time.perf_counter()
@@ -172,11 +173,11 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
         except DivergenceError as e:
             tune.report({"iteration": iteration, "step": gan.step, "diverged": True, "error": str(e),
                          "fid_mean": float("inf"), "kid_mean": float("inf"),
-                         "time_s": spent + time.perf_counter() - started, **where})
+                         "time_s": spent + time.perf_counter() - started, **placement})
             return
         spent += time.perf_counter() - started
         losses = {k: [float(x) for x in v] for k, v in out.items()}
-        metrics = _metrics(gan, iteration, spent, losses, per_task, where)
+        metrics = _iteration_result(gan, iteration, spent, losses, per_task, placement)
         with tempfile.TemporaryDirectory(prefix="mtgan-ckpt-") as tmp:
             _write_checkpoint(Path(tmp), gan, iteration, spent, keep, losses)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

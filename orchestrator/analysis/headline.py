@@ -5,7 +5,7 @@ import numpy as np
 
 from orchestrator.analysis.estimates import DMTL
 from orchestrator.analysis.result import Analysis
-from orchestrator.analysis.verdicts import GAIN, LOSS, NO_VERDICT_PBT, POINT_ESTIMATE, UNCLEAR
+from orchestrator.analysis.verdicts import NO_VERDICT_PBT, POINT_ESTIMATE, UNCLEAR, VERDICT_LABELS
 from orchestrator.schema import INDEPENDENT, better
 
 
@@ -17,8 +17,8 @@ def fmt_ci(mean: float, lo: float, hi: float, n: int, digits: int = 3) -> str:
     return f"{mean:+.{digits}g} [{lo:+.{digits}g}, {hi:+.{digits}g}]"
 
 
-VERDICT_TITLES = {GAIN: "gain", LOSS: "NEGATIVE TRANSFER", UNCLEAR: "unclear (interval spans 0)",
-                  POINT_ESTIMATE: "point estimates", NO_VERDICT_PBT: "estimates"}
+VERDICT_TITLES = {**VERDICT_LABELS, UNCLEAR: "unclear (interval spans 0)", POINT_ESTIMATE: "point estimates",
+                  NO_VERDICT_PBT: "estimates"}
 
 
 def headline(result: Analysis) -> list[str]:

@@ -9,6 +9,8 @@ from orchestrator.analysis import stats
 
 GAIN, LOSS, UNCLEAR, POINT_ESTIMATE = "gain", "loss", "unclear", "point estimate"
 NO_VERDICT_PBT = "no verdict (PBT)"
+VERDICT_LABELS = {GAIN: "gain", LOSS: "NEGATIVE TRANSFER", UNCLEAR: "unclear", POINT_ESTIMATE: "point estimate",
+                  NO_VERDICT_PBT: NO_VERDICT_PBT}  # as the report writes them
 
 
 def verdict(lo: float, hi: float, n: int) -> str:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from orchestrator.analysis import Analysis, fmt_ci
 from orchestrator.analysis.estimates import ALL_SHARED, BEST_MIN_COVERAGE
-from orchestrator.analysis.verdicts import GAIN, LOSS, NO_VERDICT_PBT, POINT_ESTIMATE, UNCLEAR
+from orchestrator.analysis.verdicts import GAIN, LOSS, VERDICT_LABELS
 from orchestrator.schema import HARD
 
 
@@ -35,8 +35,7 @@ def format_value(v: object, digits: int = 4) -> str:
 
 
 def _verdict_text(v: str, n: int) -> str:
-    return {LOSS: "NEGATIVE TRANSFER", GAIN: "gain", UNCLEAR: "unclear", POINT_ESTIMATE: "point estimate",
-            NO_VERDICT_PBT: NO_VERDICT_PBT}[v] + (" (few seeds)" if 2 <= n < 5 and v in (GAIN, LOSS) else "")
+    return VERDICT_LABELS[v] + (" (few seeds)" if 2 <= n < 5 and v in (GAIN, LOSS) else "")
 
 
 def _alpha_text(mode: str, alpha: float) -> str:
