@@ -44,11 +44,11 @@ def _alpha_text(mode: str, alpha: float) -> str:
 
 def build_tables(result: Analysis, top: int) -> dict[str, Table]:
     """Every table of the report by name; ``top`` rows where a table ranks."""
-    return {"best": best_table(result), **summary_tables(result), "configs": configs_table(result, top),
+    return {"best": best_configuration_table(result), **summary_tables(result), "configs": configs_table(result, top),
             "trials": trials_table(result, top), **exclusion_tables(result, top)}
 
 
-def best_table(result: Analysis) -> Table:
+def best_configuration_table(result: Analysis) -> Table:
     best, tasks = result.best, result.tasks
     n = int(best["n_pairs"])
     return Table(
