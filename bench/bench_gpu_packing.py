@@ -38,6 +38,8 @@ def aggregate_rate(run_dir: Path, n_tasks: int) -> tuple[float, int]:
     """(task-steps/s over the window from every trial's first report to the last report, trials)."""
     table = ds.dataset(run_dir / "metrics").to_table(columns=["trial_id", "iteration", "step", "timestamp"])
     df = table.to_pandas().drop_duplicates(["trial_id", "iteration"])
+    # schema 2 writes a UTC timestamp (version 1: unix seconds)
+    df["timestamp"] = df["timestamp"].map(lambda t: t.timestamp() if hasattr(t, "timestamp") else float(t))
     per_trial = df.groupby("trial_id").agg(first_t=("timestamp", "min"), last_t=("timestamp", "max"),
                                            first_step=("step", "min"), last_step=("step", "max"))
     steps = (per_trial["last_step"] - per_trial["first_step"]).sum() * n_tasks

@@ -54,6 +54,7 @@ import contextlib
 import math
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,9 +64,10 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 import search_spaces as ss
-from orchestrator.schema import (DIVERGED, ERROR, HARD, LOSS_NAMES, METRIC_NAMES, METRICS_DIR, METRICS_FILE_NAME,
-                                 METRICS_SCHEMA, PENDING, RUNNING, SCHEMA_VERSION, TERMINATED, TRIALS_FILE,
-                                 UNREADABLE_DIR, RunLocation, trials_schema, with_query)
+from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, HARD, LOSS_NAMES, METRICS_DIR,
+                                 METRICS_FILE_NAME, METRICS_SCHEMA, METRIC_NAMES, PENDING, RUNNING,
+                                 SCHEMA_VERSION, TERMINATED, TRIALS_FILE, UNREADABLE_DIR, RunLocation,
+                                 metrics_as_current, trials_schema, with_query)
 from trainables.config import GANConfig
 from trainables.keys import ORCHESTRATOR_KEYS
 from trainables.tune_trainable import SAMPLES_FILE, gan_config_dict, trial_of
@@ -265,13 +267,15 @@ class ParquetResults(Callback):
         key = (trial.trial_id, iteration_done)
         if key in self._written:
             return  # replayed after a restore: already on disk
-        timestamp = time.time()  # Tune's own "timestamp" is whole seconds
+        timestamp = datetime.now(timezone.utc)  # Tune's own "timestamp" is whole seconds
+        # The last planned iteration is final now; an arm that ends earlier gets it at compaction.
+        final = row["iterations_planned"] is not None and iteration_done >= int(row["iterations_planned"])
         self._pending.setdefault(trial.trial_id, []).extend(
             {"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
              "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
              "task": t, "task_index": i,
              **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
-             "time_s": float(result["time_s"]), "timestamp": timestamp}
+             "time_s": float(result["time_s"]), "timestamp": timestamp, "final": final}
             for i, t in enumerate(self.task_names))
         self._written.add(key)
 
@@ -337,21 +341,29 @@ class ParquetResults(Callback):
 
     def compact(self, trial_id: str) -> None:
         """Merge a trial's metrics files and rows still in memory into one
-        ``<trial_id>-<first>-<last>.parquet``.
+        ``<trial_id>-<first>-<last>.parquet``; for a trial that has ended, flag its last
+        iteration's rows ``final`` (and only those).
 
         The merged file is complete on disk before any part is deleted, so a crash loses
         nothing (setup() deletes the leftover parts); readers may meanwhile see both. Rows
         this driver wrote come from memory: only parts of an earlier driver are read back."""
         files = self._metrics_files.get(trial_id, [])
         pending = self._pending.pop(trial_id, [])
-        if not pending and len(files) < 2:
+        ended = self._trials.get(trial_id, {}).get("status") in (TERMINATED, *FAILED_STATUSES)
+        if not pending and (not files or (len(files) < 2 and not ended)):
             self._drop_session(trial_id)
             return
         mine = self._session_parts.get(trial_id, set())
         tables = [pa.Table.from_pylist(self._session_rows.get(trial_id, []) + pending, schema=METRICS_SCHEMA)]
-        tables += [self._files.read_table(METRICS_DIR, f.name).cast(METRICS_SCHEMA)
+        tables += [metrics_as_current(self._files.read_table(METRICS_DIR, f.name))
                    for f in files if f.name not in mine]
         table = pa.concat_tables(tables).sort_by([("iteration", "ascending"), ("task_index", "ascending")])
+        if ended:
+            final = pc.equal(table["iteration"], pc.max(table["iteration"]))
+            if not pending and len(files) == 1 and table["final"].to_pylist() == final.to_pylist():
+                self._drop_session(trial_id)
+                return  # one file, flagged already
+            table = table.set_column(table.schema.get_field_index("final"), "final", final)
         iterations = table.column("iteration")
         merged = MetricsFile.named(trial_id, pc_min(iterations), pc_max(iterations))
         self._files.write_table(table, METRICS_DIR, merged.name)

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -21,8 +22,10 @@ from trainables.config import SHARED_MODES as SHARED_MODES, SOFT as SOFT
 from trainables.keys import LOSS_NAMES as LOSS_NAMES, METRIC_NAMES as METRIC_NAMES
 
 # The version this code writes; a reader accepts every version in READABLE_SCHEMA_VERSIONS.
-SCHEMA_VERSION = 1
-READABLE_SCHEMA_VERSIONS = (1,)
+# Version 2: timestamp a Parquet timestamp (UTC), statuses in one case (DIVERGED), hard sharing's
+# alpha recorded as inf, a final flag on each trial's last rows.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 # ------------------------------------------------------------------ a run directory's files
 SWEEP_FILE = "sweep.json"          # the sweep's settings and planned trials (orchestrator.sweep)
@@ -37,7 +40,7 @@ REPORT_DIR = "report"              # where the analysis writes by default
 # ------------------------------------------------------------------ statuses
 
 PENDING, RUNNING, TERMINATED, ERROR = "PENDING", "RUNNING", "TERMINATED", "ERROR"  # Tune's words
-DIVERGED = "diverged"  # the trial's loss went non-finite: ended by the trainable, not retried
+DIVERGED = "DIVERGED"  # the trial's loss went non-finite: ended by the trainable, not retried (v1: "diverged")
 FAILED_STATUSES = (DIVERGED, ERROR)  # trials that produced no model
 
 # ------------------------------------------------------------------ metrics and their direction
@@ -64,7 +67,25 @@ METRICS_SCHEMA = pa.schema(
     [("schema_version", pa.int32()), ("sweep", pa.string()), ("trial_id", pa.string()),
      ("config_id", pa.string()), ("iteration", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
      ("task_index", pa.int32())]
-    + [(m, pa.float64()) for m in (*METRIC_NAMES, *LOSS_NAMES, "time_s", "timestamp")])
+    + [(m, pa.float64()) for m in (*METRIC_NAMES, *LOSS_NAMES, "time_s")]
+    + [("timestamp", pa.timestamp("us", tz="UTC")), ("final", pa.bool_())])
+
+
+def metrics_as_current(table: pa.Table) -> pa.Table:
+    """A metrics table of any readable version in METRICS_SCHEMA's types: version 1's float
+    unix-seconds timestamp becomes a timestamp, its missing final flag false."""
+    if "final" not in table.column_names:
+        table = table.append_column("final", pa.array([False] * table.num_rows, pa.bool_()))
+    if pa.types.is_floating(table.schema.field("timestamp").type):
+        micros = pc.cast(pc.round(pc.multiply(table["timestamp"], 1e6)), pa.int64())
+        table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp",
+                                 pc.cast(micros, pa.timestamp("us", tz="UTC")))
+    return table.select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
+
+
+def status_in_current_case(status: str | None) -> str | None:
+    """A trials.parquet status as version 2 spells it (version 1 wrote "diverged")."""
+    return status.upper() if isinstance(status, str) else status
 
 
 def metrics_columns(*names: str) -> pa.Schema:

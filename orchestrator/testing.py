@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -114,7 +115,8 @@ def write_hand_run(run: Path, trials: list[dict], curves: dict[str, dict[str, li
                              "config_id": config_id, "iteration": i + 1, "step": (i + 1) * 10, "task": task,
                              "task_index": k, "fid": v, "kid": v / 1000, "precision": 0.5, "recall": 0.5,
                              "accuracy": 0.9, "g_loss": 1.0, "d_loss": 1.0, "time_s": float(i),
-                             "timestamp": 1.7e9 + i})
+                             "timestamp": datetime.fromtimestamp(1.7e9 + i, timezone.utc),
+                             "final": i == len(per_task[task]) - 1})
     (run / METRICS_DIR).mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), run / METRICS_DIR / "part-0.parquet")
     defaults = {"schema_version": SCHEMA_VERSION, "sweep": "hand", "status": TERMINATED, "seed": 0, "alpha": 0.0,
@@ -274,7 +276,9 @@ def _write_synthetic_metrics(rng: np.random.Generator, metrics_dir: Path, fid: n
         "recall": pa.array(np.clip(0.9 - fid_v / 120.0, 0, 1)),
         "accuracy": pa.array(np.clip(1.0 - fid_v / 80.0, 0, 1)) if with_accuracy else pa.nulls(n_rows, pa.float64()),
         "g_loss": pa.array(rng.normal(1.0, 0.1, n_rows)), "d_loss": pa.array(rng.normal(1.2, 0.1, n_rows)),
-        "time_s": pa.array(its[i_rep] * 2.0), "timestamp": pa.array(1.7e9 + its[i_rep] * 2.0),
+        "time_s": pa.array(its[i_rep] * 2.0),
+        "timestamp": pa.array(((1.7e9 + its[i_rep] * 2.0) * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),
+        "final": pa.array(its[i_rep] == done[t_rep]),
     }
     table = pa.table(columns).cast(METRICS_SCHEMA)
     metrics_dir.mkdir(parents=True, exist_ok=True)

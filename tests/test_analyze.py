@@ -1,4 +1,4 @@
-"""`python -m orchestrator.analyze` on run directories written in the Parquet results schema (v1)."""
+"""`python -m orchestrator.analyze` on runs in the Parquet results schema (v2; v1: test_schema_versions)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator import analysis, testing
 from orchestrator.analyze import main as analyze_main
+from orchestrator.schema import DIVERGED
 from orchestrator.testing import write_hand_run as _write_hand_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +211,7 @@ def test_best_configuration_needs_90_percent_of_the_pairs() -> None:
     trials = data.trials
     lucky = trials.index[trials["config_id"] == "c3"]
     data.values[lucky] -= 20.0  # far better on every seed ...
-    trials.loc[lucky[:4], "status"] = "diverged"  # ... but half of them diverged
+    trials.loc[lucky[:4], "status"] = DIVERGED  # ... but half of them diverged
     result = analysis.analyze(data, resamples=200)
     configs = result.configs.set_index("config_id")
     assert configs.loc["c3", "n_pairs"] == 4 and configs.loc["c3", "diverged_rate"] == 0.5
@@ -380,12 +381,12 @@ def test_empty_metrics_dir(tmp_path: Path, small_run: Path, capsys: pytest.Captu
 
 
 def test_unknown_schema_version(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = _copy_run(small_run, tmp_path / "v2")
+    run = _copy_run(small_run, tmp_path / "v3")
     frame = pq.read_table(run / "trials.parquet")
-    frame = frame.set_column(0, "schema_version", pa.array(np.full(frame.num_rows, 2, np.int32)))
+    frame = frame.set_column(0, "schema_version", pa.array(np.full(frame.num_rows, 3, np.int32)))
     pq.write_table(frame, run / "trials.parquet")
     code, _, err = _run_main([str(run)], capsys)
-    _assert_one_line_error(code, err, r"schema_version 2 is unknown")
+    _assert_one_line_error(code, err, r"schema_version 3 is unknown")
 
 
 def test_no_baseline_arm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

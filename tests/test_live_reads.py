@@ -58,7 +58,7 @@ class Poller(threading.Thread):
             statuses = pq.read_table(self.run_dir / "trials.parquet", columns=["status"]).column("status").to_pylist()
         except OSError:
             return False
-        return len(statuses) == n_trials and all(s in ("TERMINATED", "ERROR", "diverged") for s in statuses)
+        return len(statuses) == n_trials and all(s in ("TERMINATED", "ERROR", "DIVERGED") for s in statuses)
 
     def run(self) -> None:
         while not self.stop.is_set() and not self.trials_finished(self.n_trials):

@@ -29,7 +29,10 @@ def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert not metrics.duplicated(["trial_id", "iteration", "task"]).any()
     assert set(trials["status"]) == {"TERMINATED"}
     assert (trials["iterations"] == spec.iterations).all()
-    assert metrics["schema_version"].eq(1).all() and trials["schema_version"].eq(1).all()
+    assert metrics["schema_version"].eq(2).all() and trials["schema_version"].eq(2).all()
+    # schema 2 for SQL users: a UTC timestamp, the last planned iteration's rows flagged final
+    assert str(metrics["timestamp"].dtype).startswith("datetime64") and str(metrics["timestamp"].dt.tz) == "UTC"
+    assert (metrics["final"] == (metrics["iteration"] == spec.iterations)).all()
     assert np.isfinite(metrics[["fid", "kid", "g_loss", "d_loss"]].to_numpy()).all()
 
     # the config columns are what was sampled (order-free: match on config_id + seed)
@@ -75,7 +78,7 @@ def test_diverged_trial_is_recorded_and_sweep_continues(ray_local, tmp_path):
     bad = trials[trials["lr"] == 1.0e10]
     good = trials[trials["lr"] == 0.001]
     assert len(bad) == len(good) == 2
-    assert set(bad["status"]) == {"diverged"}
+    assert set(bad["status"]) == {"DIVERGED"}
     assert bad["error"].str.contains("diverged at step").all()
     assert set(good["status"]) == {"TERMINATED"}
     assert set(metrics["trial_id"]) == set(good["trial_id"])

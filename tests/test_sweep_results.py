@@ -3,6 +3,7 @@ is repaired at setup (never a row counted twice, never a row dropped), and compa
 trial's files into one, rows unchanged."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ def rows(trial_id: str, iterations: list[int]) -> pa.Table:
         [{"schema_version": 1, "sweep": "s", "trial_id": trial_id, "config_id": "c", "iteration": i,
           "step": 10 * i, "task": t, "task_index": k, "fid": float(i), "kid": 0.0, "precision": 0.0,
           "recall": 0.0, "accuracy": 0.0, "g_loss": 0.0, "d_loss": 0.0, "time_s": float(i),
-          "timestamp": 1000.0 + i + k / 10}
+          "timestamp": datetime.fromtimestamp(1000.0 + i + k / 10, timezone.utc), "final": False}
          for i in iterations for k, t in enumerate(TASKS)], schema=METRICS_SCHEMA)
 
 

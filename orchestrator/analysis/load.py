@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, METRICS_DIR, PENDING,
                                  READABLE_SCHEMA_VERSIONS, RUNNING, SWEEP_FILE, TRIALS_FILE, RunLocation,
-                                 is_run_directory, metrics_columns)
+                                 is_run_directory, metrics_columns,
+                                 status_in_current_case)
 from trainables.cli import UsageError
 
 SWEEP_HINT = "python -m orchestrator.sweep"
@@ -100,7 +101,9 @@ def _read_trials(run_dir: Path | str) -> pd.DataFrame:
     if missing:
         raise AnalysisError(f"{path} is not a sweep trials table: missing column(s) {', '.join(missing)}")
     _check_schema_version(table["schema_version"], path)
-    return table.to_pandas()
+    frame = table.to_pandas()
+    frame["status"] = frame["status"].map(status_in_current_case)  # version 1 wrote "diverged"
+    return frame
 
 
 def read_scheduler(run_dir: Path | str) -> str | None:
