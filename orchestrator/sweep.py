@@ -556,7 +556,8 @@ def disk_estimate(plan: SweepPlan) -> str:
                  for t in trials]
     keep = plan.spec.keep_checkpoints
     total = keep * sum(per_trial)
-    return (f"disk: ~{total:,.0f} MB of checkpoints when done ({len(per_trial)} trials x {keep} kept x "
+    size = f"{total:,.0f}" if total >= 10 else f"{total:.2g}"
+    return (f"disk: ~{size} MB of checkpoints when done ({len(per_trial)} trials x {keep} kept x "
             f"~{sum(per_trial) / len(per_trial):.1f} MB; --keep-checkpoints sets how many), "
             f"plus up to {running_checkpoints(plan.spec)} per running trial")
 
