@@ -29,6 +29,7 @@ from typing import Any
 import search_spaces as ss
 from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, RunLocation,
                                  trials_schema)
+from orchestrator.runlock import LEASE_FILE, LOCK_FILE
 from trainables.cli import OneLineParser, UsageError
 
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` records its address
@@ -40,7 +41,7 @@ RESERVED_TASK_NAMES = ("mean",)
 RESUME_FLAGS = ("name", "storage", "address", "resume", "verbose")  # the rest come from the stored sweep
 ADDRESS_TIMEOUT_S = 5.0
 # Left in a run directory by a driver that died before writing sweep.json: not a sweep yet.
-STARTUP_RESIDUE = (".driver.lock",)
+STARTUP_RESIDUE = (LOCK_FILE, LEASE_FILE)
 DESCRIPTION = """\
 Run a sweep of the multi-task GAN's sharing strength alpha, task weights lambda and sharing
 mode (independent, soft, hard) on Ray Tune -- an embedded local Ray, or a cluster with
