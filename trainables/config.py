@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INDEPENDENT, SOFT, HARD = "independent", "soft", "hard"
-MODES = (INDEPENDENT, SOFT, HARD)
-SHARED_MODES = (SOFT, HARD)
+FEATURE, FEATURE_PRIVATE = "feature", "feature_private"
+MODES = (INDEPENDENT, SOFT, HARD, FEATURE, FEATURE_PRIVATE)
+SHARED_MODES = (SOFT, HARD)  # S in parameter space: a sweep's modes unless it names others
+FEATURE_MODES = (FEATURE, FEATURE_PRIVATE)  # S in feature space (trainables.feature)
+ARCHS = ("mlp", "conv")
+PRECISIONS = ("fp32", "tf32", "bf16")
 GAN_LOSSES = ("minimax", "nonsaturating", "hinge")
 PULLS = ("decoupled", "l2")
 # What may differ between the arms of one batched group (see GANConfig.group_key).
@@ -21,7 +25,10 @@ class GANConfig:
 
     ``lambdas`` is one weight per task (None means all 1); ``alpha`` is the strength of the
     pull of each task's shareable parameters towards the shared representation S (used only
-    in ``soft`` mode). ``pull`` is how α acts: ``decoupled`` (after each optimiser step
+    in ``soft`` mode; in the feature modes, the weight of the re-encoding pull). ``arch`` is
+    ``mlp`` or ``conv`` (None: by image size, see ``trainables.arch``), ``channels`` the conv
+    networks' base width, ``precision`` the arithmetic of the forward passes
+    (``trainables.precision``). ``pull`` is how α acts: ``decoupled`` (after each optimiser step
     θ_i ← θ_i − lr·α·(θ_i − S): the same coupling on every layer, whatever the gradient scale)
     or ``l2`` (α‖θ_i − S‖² added to the loss, which Adam divides by each parameter's gradient
     RMS).
@@ -39,6 +46,9 @@ class GANConfig:
     z_dim: int = 32
     share_g: int = 2
     share_d: int = 2
+    arch: str | None = None
+    channels: int = 32
+    precision: str = "fp32"
     batch_size: int = 64
     lr: float = 1e-3
     beta1: float = 0.5
@@ -53,12 +63,16 @@ class GANConfig:
             raise ValueError(f"gan_loss must be one of {', '.join(GAN_LOSSES)}, got {self.gan_loss!r}")
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        if self.arch is not None and self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)} (or unset: by image size), got {self.arch!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.pull not in PULLS:
             raise ValueError(f"pull must be one of {', '.join(PULLS)}, got {self.pull!r}")
         if self.lambdas is not None:
             object.__setattr__(self, "lambdas", tuple(float(x) for x in self.lambdas))
             check_lambdas(self.lambdas, len(self.lambdas))
-        for name in ("width", "z_dim", "batch_size", "eval_samples"):
+        for name in ("width", "channels", "z_dim", "batch_size", "eval_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("share_g", "share_d"):
@@ -87,10 +101,11 @@ class GANConfig:
 
     def group_key(self) -> tuple:
         """Arms with equal keys can train as one batched model: same data, shapes and optimiser;
-        they may differ in mode (soft with independent; hard only with hard), α, λ and seed."""
+        they may differ in mode (soft with independent; hard, feature and feature_private each
+        only with itself), α, λ and seed."""
         shared = tuple(getattr(self, f.name) for f in dataclasses.fields(self)
                        if f.name not in ARM_FIELDS and f.name != "extra")
-        return shared + (self.mode == "hard",)
+        return shared + (self.mode if self.mode in (HARD, *FEATURE_MODES) else SOFT,)
 
     def task_lambdas(self, n_tasks: int) -> tuple[float, ...]:
         """λ for ``n_tasks`` tasks, checked against the task count."""

@@ -31,10 +31,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainables.config import FEATURE, FEATURE_MODES
 from trainables.conv import INIT_STD, LEAK, ConvEncoder, ConvGenerator, n_conv_layers
 from trainables.precision import forward_autocast
 
-FEATURE_MODES = ("feature", "feature_private")
 FEATURE_DIM = 32
 
 
@@ -52,14 +52,14 @@ class ProjectionHead(nn.Module):
         self.hidden_weight = nn.Parameter(draw(dim, dim))
         self.hidden_bias = nn.Parameter(torch.zeros(len(generators), n_tasks, dim))
         self.out_weight = nn.Parameter(draw(dim))
-        self.out_bias = nn.Parameter(torch.zeros(len(generators), n_tasks))
+        self.out_bias = nn.Parameter(torch.zeros(len(generators), n_tasks, 1))
         self.projection = nn.Parameter(draw(dim, dim))
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """h, s (A, T, B, f) → logits (A, T, B, 1)."""
         u = F.leaky_relu(torch.einsum("atbf,atfg->atbg", h, self.hidden_weight)
                          + self.hidden_bias[:, :, None], LEAK)
-        logit = torch.einsum("atbf,atf->atb", u, self.out_weight) + self.out_bias[:, :, None]
+        logit = torch.einsum("atbf,atf->atb", u, self.out_weight) + self.out_bias
         projected = torch.einsum("atbf,atfg,atbg->atb", s, self.projection, h)
         return (logit + projected)[..., None]
 
@@ -145,7 +145,7 @@ def encoder_sharing(mode: str) -> str:
     """The encoder's layer sharing: one per arm (hard) for ``feature``, per task for the control."""
     if mode not in FEATURE_MODES:
         raise ValueError(f"feature networks need mode {' or '.join(FEATURE_MODES)}, got {mode!r}")
-    return "hard" if mode == "feature" else "independent"
+    return "hard" if mode == FEATURE else "independent"
 
 
 def build_feature_networks(n_tasks: int, image_shape: tuple[int, int, int], channels: int, z_dim: int,

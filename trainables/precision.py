@@ -21,7 +21,7 @@ from typing import Iterator
 
 import torch
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+from trainables.config import PRECISIONS
 
 
 def check_precision(precision: str) -> None:

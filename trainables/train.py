@@ -22,7 +22,11 @@ import torch
 
 from trainables.config import GANConfig
 from trainables.data import TaskSet, load_tasks
-from trainables.model import build_networks, copy_arm, discriminator_loss, generator_loss, select_arms
+from trainables.arch import build_population, resolve_arch
+from trainables.config import FEATURE_MODES, SOFT
+from trainables.feature import draw_features, feature_step, training_features
+from trainables.model import copy_arm, discriminator_loss, generator_loss, select_arms
+from trainables.precision import forward_autocast, step_precision
 
 if TYPE_CHECKING:
     from trainables.metrics import TaskMetrics
@@ -83,9 +87,19 @@ class DivergenceError(RuntimeError):
 
 
 def group_mode(configs: Sequence[GANConfig]) -> str:
-    """The layer sharing of a group: hard, soft (soft and independent arms) or independent."""
+    """The layer sharing of a group: hard, soft (soft and independent arms) or independent; or
+    the group's feature mode (feature-space S, trainables.feature)."""
     modes = {c.mode for c in configs}
-    return "hard" if "hard" in modes else "soft" if "soft" in modes else "independent"
+    for mode in ("hard", *FEATURE_MODES):
+        if mode in modes:
+            return mode
+    return "soft" if "soft" in modes else "independent"
+
+
+def arm_alpha(config: GANConfig) -> float:
+    """The α an arm's step uses: its own in soft and feature modes, 0 otherwise (an independent
+    arm is a soft arm with α = 0)."""
+    return config.alpha if config.mode in (SOFT, *FEATURE_MODES) else 0.0
 
 
 class PopulationGAN:
@@ -123,8 +137,9 @@ class PopulationGAN:
         keys = [stream_keys(c.seed) for c in self.configs]
         inits = [torch.Generator().manual_seed(int(k[INIT_STREAM, 0]) << 32 | int(k[INIT_STREAM, 1]))
                  for k in keys]
-        self.G, self.D = build_networks(n, image_dim, config.width, config.z_dim, self.mode,
-                                        config.share_g, config.share_d, inits)
+        self.arch = resolve_arch(config.arch, self.image_shape)
+        self.G, self.D = build_population(self.arch, self.mode, n, self.image_shape, config.width, config.channels,
+                                          config.z_dim, config.share_g, config.share_d, inits)
         self.G.to(self.device)
         self.D.to(self.device)
         self.arm_ids = list(range(len(self.configs)))
@@ -134,7 +149,7 @@ class PopulationGAN:
         self._eval_keys = torch.tensor(np.stack([k[EVAL_STREAM] for k in keys]), dtype=torch.int64,
                                        device=self.device)
         # An independent arm is a soft arm with α = 0 (exactly equal: tested).
-        self.alpha = torch.tensor([c.alpha if c.mode == "soft" else 0.0 for c in self.configs],
+        self.alpha = torch.tensor([arm_alpha(c) for c in self.configs],
                                   dtype=torch.float32, device=self.device)
         self.lambdas = torch.tensor([c.task_lambdas(n) for c in self.configs], dtype=torch.float32,
                                     device=self.device)
@@ -156,15 +171,22 @@ class PopulationGAN:
         self._metrics = None
         self._metrics_cache_dir = metrics_cache_dir
 
-    def _build_optimizers(self, states: tuple[dict, dict] | None = None) -> None:
+    def _build_optimizers(self, states: Sequence[dict] | None = None) -> None:
         config = self.configs[0]
         # Fused Adam on CUDA (fast), capturable in a CUDA graph: the same update eager or captured.
         fused = {"fused": True, "capturable": True} if self.device.type == "cuda" else {}
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(config.beta1, 0.999), **fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=(config.beta1, 0.999), **fused)
+        adam = lambda params: torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999), **fused)  # noqa: E731
+        self.opt_g = adam(self.G.parameters())
+        # Feature modes: the discriminator heads and the encoder φ step at different moments.
+        feature = self.mode in FEATURE_MODES
+        self.opt_d = adam(self.D.head_parameters() if feature else self.D.parameters())
+        self.opt_phi = adam(self.D.encoder_parameters()) if feature else None
         if states is not None:
-            self.opt_g.load_state_dict(states[0])
-            self.opt_d.load_state_dict(states[1])
+            for opt, state in zip(self._optimizers(), states):
+                opt.load_state_dict(state)
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_g, self.opt_d] + ([self.opt_phi] if self.opt_phi is not None else [])
 
     @property
     def n_arms(self) -> int:
@@ -187,14 +209,33 @@ class PopulationGAN:
 
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's device work, with no host synchronisation (it is what a CUDA graph captures)."""
+        with step_precision(self.configs[0].precision):
+            if self.mode in FEATURE_MODES:
+                return self._feature_step()
+            return self._parameter_step()
+
+    def _feature_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """S in feature space: see trainables.feature.feature_step."""
         config = self.configs[0]
+        g_loss, d_loss, _ = feature_step(self.G, self.D, self.opt_g, self.opt_d, self.opt_phi, self._real_batch(),
+                                         self._noise(FAKE_D_DRAW), self._noise(FAKE_G_DRAW), self.lambdas,
+                                         self.alpha, config.gan_loss, config.precision)
+        self._step_counter += 1
+        return g_loss, d_loss
+
+    def _parameter_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """S in parameter space (soft/hard/independent layers)."""
+        config = self.configs[0]
+        autocast = lambda: forward_autocast(config.precision, self.device)  # noqa: E731
         l2 = self.mode == "soft" and config.pull == "l2"
         decoupled = self.mode == "soft" and config.pull == "decoupled"
 
         real = self._real_batch()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             fake = self.G(self._noise(FAKE_D_DRAW))
-        d_loss = discriminator_loss(config.gan_loss, self.D(real)[..., 0], self.D(fake)[..., 0])
+        with autocast():  # losses in float32 whatever the forward precision
+            real_logits, fake_logits = self.D(real)[..., 0].float(), self.D(fake)[..., 0].float()
+        d_loss = discriminator_loss(config.gan_loss, real_logits, fake_logits)
         d_total = (self.lambdas * d_loss).sum()
         if l2:  # also at α=0, where it adds exactly nothing (a tested property)
             d_total = d_total + (self.alpha * self.D.pull_penalty()).sum()
@@ -204,7 +245,9 @@ class PopulationGAN:
         if decoupled:
             self.D.pull_(config.lr * self.alpha)
 
-        g_loss = generator_loss(config.gan_loss, self.D(self.G(self._noise(FAKE_G_DRAW)))[..., 0])
+        with autocast():
+            fake_logits = self.D(self.G(self._noise(FAKE_G_DRAW)))[..., 0].float()
+        g_loss = generator_loss(config.gan_loss, fake_logits)
         g_total = (self.lambdas * g_loss).sum()
         if l2:
             g_total = g_total + (self.alpha * self.G.pull_penalty()).sum()
@@ -244,8 +287,8 @@ class PopulationGAN:
 
     def _capture_step(self) -> None:
         self._graph = torch.cuda.CUDAGraph()
-        self.opt_d.zero_grad(set_to_none=True)
-        self.opt_g.zero_grad(set_to_none=True)
+        for opt in self._optimizers():
+            opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(self._graph):  # records the step's kernels without running them
             self._graph_out = self._step()
 
@@ -311,7 +354,7 @@ class PopulationGAN:
         if len(keep) == self.n_arms:
             return
         index = torch.tensor(keep, dtype=torch.int64, device=self.device)
-        states = [_select_optimizer_state(opt.state_dict(), index) for opt in (self.opt_g, self.opt_d)]
+        states = [_select_optimizer_state(opt.state_dict(), index) for opt in self._optimizers()]
         for net in (self.G, self.D):
             select_arms(net, index)
         self._build_optimizers(states)
@@ -328,7 +371,7 @@ class PopulationGAN:
         s, t = self.arm_ids.index(source), self.arm_ids.index(target)
         for net in (self.G, self.D):
             copy_arm(net, s, t)
-        for opt in (self.opt_g, self.opt_d):
+        for opt in self._optimizers():
             for state in opt.state.values():
                 for value in state.values():
                     if value.ndim > 0:
@@ -342,7 +385,7 @@ class PopulationGAN:
         if config.mode == "soft" and self.mode != "soft":
             raise ValueError("an arm can become soft only in a group with soft layers")
         self.configs[a] = config
-        self.alpha[a] = config.alpha if config.mode == "soft" else 0.0
+        self.alpha[a] = arm_alpha(config)
         self.lambdas[a] = torch.tensor(config.task_lambdas(self.tasks.n_tasks), dtype=torch.float32)
 
     # --------------------------------------------------------------------------- evaluation
@@ -352,6 +395,10 @@ class PopulationGAN:
         arm's fixed evaluation noise (successive evaluations compare like with like)."""
         n, z_dim = self.tasks.n_tasks, self.configs[0].z_dim
         z = counter_normal(self._eval_keys, 0, n * k * z_dim).view(-1, n, k, z_dim)
+        if self.mode in FEATURE_MODES:  # conditioned on features of the task's training images
+            picks = counter_uniform(self._eval_keys, 1, n * k).view(-1, n, k)
+            s = draw_features(training_features(self.D, self._train_images), self._train_lengths[:, 0], picks)
+            return self.G(z, s).reshape(-1, n, k, *self.image_shape)
         return self.G(z).reshape(-1, n, k, *self.image_shape)
 
     def sample(self, k: int) -> np.ndarray:
@@ -387,7 +434,7 @@ class PopulationGAN:
         for net in (self.G, self.D):
             for layer in net.shareable_layers():
                 for p in (layer.weight, layer.bias):
-                    total += ((p - p.mean(1, keepdim=True)) ** 2).sum((1, 2, 3)) / self.tasks.n_tasks
+                    total += ((p - p.mean(1, keepdim=True)) ** 2).flatten(1).sum(1) / self.tasks.n_tasks
         return total.cpu().numpy().astype(np.float64)
 
     # -------------------------------------------------------------------------- checkpoints
@@ -402,6 +449,7 @@ class PopulationGAN:
             "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            **({"opt_phi": self.opt_phi.state_dict()} if self.opt_phi is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -413,7 +461,7 @@ class PopulationGAN:
         self.drop_arms([a for a in self.arm_ids if a not in arm_ids])
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
-        self._build_optimizers((state["opt_g"], state["opt_d"]))
+        self._build_optimizers([state[k] for k in ("opt_g", "opt_d", "opt_phi") if k in state])
         self.diverged = {int(arm): DivergenceError(*e) for arm, e in state["diverged"].items()}
         self.step = int(state["step"])
         self._step_counter.fill_(self.step)
