@@ -250,7 +250,7 @@ class ParquetResults(Callback):
         row = self._row(trial)
         if canonical_trial(trial.config)["config_id"] != row["config_id"]:
             row.update(config_columns(trial.config, self.task_names))  # PBT changed the trial's configuration
-        for key in ("node_ip", "hostname", "device", "cpus", "gpus"):
+        for key in ("node_ip", "hostname", "device", "cpus", "gpus", "arch"):
             if key in result:
                 row[key] = result[key]
         self._trials_dirty = True

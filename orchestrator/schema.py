@@ -19,11 +19,14 @@ import pyarrow.parquet as pq
 # Re-exported: the core defines the modes, the trainable the metrics it reports.
 from trainables.config import HARD as HARD, INDEPENDENT as INDEPENDENT, MODES as MODES
 from trainables.config import SHARED_MODES as SHARED_MODES, SOFT as SOFT
+from trainables.config import FEATURE as FEATURE, FEATURE_MODES as FEATURE_MODES, FEATURE_PRIVATE as FEATURE_PRIVATE
 from trainables.keys import LOSS_NAMES as LOSS_NAMES, METRIC_NAMES as METRIC_NAMES
 
 # The version this code writes; a reader accepts every version in READABLE_SCHEMA_VERSIONS.
 # Version 2: timestamp a Parquet timestamp (UTC), statuses in one case (DIVERGED), hard sharing's
 # alpha recorded as inf, a final flag on each trial's last rows.
+# Also in version 2: trials.parquet's ``arch`` column (mlp/conv) and the modes feature and
+# feature_private (version-1 runs have no arch column: they were all mlp).
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
@@ -100,7 +103,7 @@ def trials_schema(task_names: list[str]) -> pa.Schema:
         [("schema_version", pa.int32()), ("sweep", s), ("trial_id", s), ("config_id", s), ("baseline_key", s),
          ("status", s), ("seed", i64), ("mode", s), ("alpha", f64)]
         + [(f"lambda_{t}", f64) for t in task_names]
-        + [("data", s), ("samples_per_task", i64), ("width", i64), ("z_dim", i64), ("lr", f64),
+        + [("data", s), ("samples_per_task", i64), ("width", i64), ("z_dim", i64), ("arch", s), ("lr", f64),
            ("batch_size", i64), ("gan_loss", s), ("eval_samples", i64), ("steps_per_iteration", i64),
            ("iterations", i64), ("iterations_planned", i64)]
         + [(f"{m}_{t}", f64) for t in task_names for m in ("fid", "kid")]

@@ -12,7 +12,7 @@ from typing import Any
 
 from search_spaces.bounded_yaml import load_bounded
 
-from trainables.config import SHARED_MODES
+from trainables.config import FEATURE_MODES, SHARED_MODES
 
 SPACES_DIR = Path(__file__).resolve().parent
 SEARCHES = ("random", "grid", "optuna")
@@ -20,7 +20,9 @@ SCHEDULERS = ("fifo", "asha", "pbt")
 # GANConfig fields a sweep file may set in `fixed` / `knobs` (mode, alpha, lambdas, seed and data
 # have their own top-level keys).
 GAN_KNOBS = ("samples_per_task", "test_fraction", "gan_loss", "width", "z_dim", "share_g", "share_d",
-             "batch_size", "lr", "beta1", "eval_samples")
+             "batch_size", "lr", "beta1", "eval_samples", "arch", "channels", "precision")
+# Modes a sweep may name (the independent arm is added automatically); SHARED_MODES by default.
+SWEEP_MODES = SHARED_MODES + FEATURE_MODES
 TOP_KEYS = ("description", "data", "seeds", "num_samples", "search", "scheduler", "iterations",
             "steps_per_iteration", "samples_kept", "space_seed", "max_failures", "keep_checkpoints", "fixed",
             "knobs", "sharing")
@@ -200,8 +202,8 @@ def _check_spec(spec: SweepSpec) -> None:
         raise ValueError("at least one seed is needed")
     if len(set(spec.seeds)) != len(spec.seeds):
         raise ValueError(f"seeds must be distinct, got {list(spec.seeds)}")
-    if not spec.modes or any(m not in SHARED_MODES for m in spec.modes):
-        raise ValueError(f"sharing.modes must be a non-empty subset of {', '.join(SHARED_MODES)} "
+    if not spec.modes or any(m not in SWEEP_MODES for m in spec.modes):
+        raise ValueError(f"sharing.modes must be a non-empty subset of {', '.join(SWEEP_MODES)} "
                          f"(the independent arm is added automatically), got {list(spec.modes)}")
     alpha_kind, alpha_arg = next(iter(spec.alpha.items()))
     if alpha_kind == "loguniform":

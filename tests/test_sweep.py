@@ -33,6 +33,7 @@ def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):
     # schema 2 for SQL users: a UTC timestamp, the last planned iteration's rows flagged final
     assert str(metrics["timestamp"].dtype).startswith("datetime64") and str(metrics["timestamp"].dt.tz) == "UTC"
     assert (metrics["final"] == (metrics["iteration"] == spec.iterations)).all()
+    assert set(trials["arch"]) == {"mlp"}  # 8×8 digits: the arch by image size
     assert np.isfinite(metrics[["fid", "kid", "g_loss", "d_loss"]].to_numpy()).all()
 
     # the config columns are what was sampled (order-free: match on config_id + seed)
