@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 
 import search_spaces as ss
-from orchestrator.schema import (DIVERGED, ERROR, HARD, INDEPENDENT, METRICS_DIR, METRICS_SCHEMA, RUNNING,
+from orchestrator.schema import (DIVERGED, ERROR, FEATURE, HARD, INDEPENDENT, METRICS_DIR, METRICS_SCHEMA, RUNNING,
                                  SCHEMA_VERSION, SOFT, SWEEP_FILE, TERMINATED, TRIALS_FILE, trials_schema)
 
 
@@ -150,7 +150,8 @@ class _Arm:
 def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "1", "2", "3"),
                         seeds: int = 5, alphas: tuple[float, ...] = (0.01, 0.1, 1.0),
                         lambdas: tuple[tuple[float, ...], ...] | None = None, hard: bool = True,
-                        soft_alpha_zero: bool = False, widths: tuple[int, ...] = (64,),
+                        soft_alpha_zero: bool = False, feature_alphas: tuple[float, ...] = (),
+                        widths: tuple[int, ...] = (64,),
                         benefit: dict[str, float] | BenefitFn | None = None, noise: float = 1.0,
                         pair_noise: float | None = None,
                         iterations: int = 10, early_stop_fraction: float = 0.2,
@@ -170,7 +171,8 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
     """
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
-    arms = _synthetic_arms(tasks, seeds, alphas, lambdas, hard, soft_alpha_zero, widths, benefit, include_baseline)
+    arms = _synthetic_arms(tasks, seeds, alphas, lambdas, hard, soft_alpha_zero, widths, benefit, include_baseline,
+                           feature_alphas)
     fid = _synthetic_fid(rng, arms, seeds, widths, len(tasks), noise if pair_noise is None else pair_noise,
                          iterations)
     is_base = np.array([a.mode == INDEPENDENT for a in arms])
@@ -193,7 +195,7 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
 def _synthetic_arms(tasks: tuple[str, ...], seeds: int, alphas: tuple[float, ...],
                     lambdas: tuple[tuple[float, ...], ...] | None, hard: bool, soft_alpha_zero: bool,
                     widths: tuple[int, ...], benefit: dict[str, float] | BenefitFn | None,
-                    include_baseline: bool) -> list[_Arm]:
+                    include_baseline: bool, feature_alphas: tuple[float, ...] = ()) -> list[_Arm]:
     """Every trial: each configuration (baseline, soft at each α and λ, hard at each λ) × width × seed."""
     n_tasks = len(tasks)
     lambdas = lambdas if lambdas is not None else ((1.0,) * n_tasks,)
@@ -207,6 +209,7 @@ def _synthetic_arms(tasks: tuple[str, ...], seeds: int, alphas: tuple[float, ...
     configs += [(SOFT, a, lam) for a in soft_alphas for lam in lambdas]
     if hard:
         configs += [(HARD, 0.0, lam) for lam in lambdas]
+    configs += [(FEATURE, a, lam) for a in feature_alphas for lam in lambdas]
     arms = []
     for width in widths:
         for mode, alpha, lam in configs:

@@ -139,6 +139,26 @@ def test_planted_benefit_recovered_over_200_independent_draws(tmp_path: Path) ->
     assert zero.mean() <= 0.08, zero.mean()
 
 
+def test_feature_mode_reported_on_its_own_and_kept_off_the_alpha_curve(tmp_path: Path) -> None:
+    """Planted: the feature reading helps every task by 4, the parameter-space modes not at all.
+    The per-mode table finds the gain in feature alone; feature's α (another scale) never
+    joins the soft α curve."""
+    run = tmp_path / "feature"
+    testing.write_synthetic_run(run, seeds=12, alphas=(0.1, 1.0), feature_alphas=(0.5, 2.0),
+                                benefit=lambda mode, alpha, lam, k: 4.0 if mode == "feature" else 0.0,
+                                iterations=3, diverged_fraction=0.0, error_fraction=0.0, samples="none", rng_seed=3)
+    result = analysis.analyze(analysis.load_runs([run], "fid"), resamples=1000)
+    by_mode = result.by_mode[result.by_mode["task"] != "ΔMTL %"].set_index(["group", "task"])
+    assert set(by_mode.index.get_level_values(0)) == {"feature", "soft", "hard"}
+    for task in ("0", "1", "2", "3"):
+        row = by_mode.loc[("feature", task)]
+        assert row["ci_low"] > 0 and row["ci_low"] <= 4.0 <= row["ci_high"], row
+        for mode in ("soft", "hard"):
+            assert abs(by_mode.loc[(mode, task), "benefit"]) < 1.5
+    np.testing.assert_array_equal(result.alpha_curve.alphas, [-1.0, 0.1, 1.0])
+    assert "feature" in result.budget
+
+
 # ---------------------------------------------------------------------------------------------
 # the headline: verdicts without selection, multiplicity, survivorship, PBT/ASHA, KID
 # ---------------------------------------------------------------------------------------------

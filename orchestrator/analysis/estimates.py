@@ -12,7 +12,7 @@ import pandas as pd
 from orchestrator.analysis import stats
 from orchestrator.analysis.load import RunData
 from orchestrator.analysis.pairing import Pairing, trial_arms
-from orchestrator.schema import DIVERGED, ERROR, FAILED_STATUSES, HARD, INDEPENDENT, SHARED_MODES, direction
+from orchestrator.schema import DIVERGED, ERROR, FAILED_STATUSES, HARD, INDEPENDENT, MODES, SOFT, direction
 
 BEST_MIN_COVERAGE = 0.9  # share of the best-covered configuration's pairs a "best" candidate must have
 KNOB_COLUMNS = ("data", "samples_per_task", "width", "z_dim", "lr", "batch_size", "gan_loss", "eval_samples",
@@ -140,7 +140,9 @@ def benefit_table(tasks: list[str], verdicts: pd.DataFrame, benefit: np.ndarray,
 @dataclass(frozen=True)
 class AlphaCurve:
     """Benefit per task and ΔMTL at each α of soft sharing, hard sharing as α = -1 (the last column
-    of mean/lo/hi is ΔMTL), pooled over λ and the other knobs, bootstrap over seeds."""
+    of mean/lo/hi is ΔMTL), pooled over λ and the other knobs, bootstrap over seeds. The feature
+    modes' α weighs another term on another scale: they are never on this curve (their effect is
+    in the per-mode tables)."""
 
     alphas: np.ndarray  # (A,) sorted; -1.0 = hard sharing
     mean: np.ndarray    # (A, K + 1)
@@ -153,7 +155,7 @@ def alpha_curve(data: RunData, pairing: Pairing, benefit: np.ndarray, dmtl: np.n
     """None where no shared pair has an α."""
     mode = data.trials["mode"].to_numpy()[pairing.shared]
     alpha = pd.to_numeric(data.trials["alpha"], errors="coerce").to_numpy()[pairing.shared]
-    key = np.where(mode == HARD, -1.0, alpha)
+    key = np.where(mode == HARD, -1.0, np.where(mode == SOFT, alpha, np.nan))
     ok = np.isfinite(key)
     alphas = np.unique(key[ok])
     if len(alphas) == 0:
@@ -179,7 +181,7 @@ def budget_curves(data: RunData, pairing: Pairing, points: int = 40) -> dict[str
     counted = usable | np.isin(status, FAILED_STATUSES)
     scores = np.where(usable, stats.nanmean_rows(trial_scores(data.values, pairing.last_iter)), np.nan)
     arms = {INDEPENDENT: counted & (modes == INDEPENDENT), ALL_SHARED: counted & (modes != INDEPENDENT)}
-    for m in SHARED_MODES:
+    for m in (m for m in MODES if m != INDEPENDENT):  # every shared mode present, when there are several
         if (counted & (modes == m)).any() and len(set(modes[counted]) - {INDEPENDENT}) > 1:
             arms[m] = counted & (modes == m)
     out = {}

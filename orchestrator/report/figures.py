@@ -19,9 +19,11 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from orchestrator.analysis import Analysis  # noqa: E402
 from orchestrator.analysis.estimates import ALL_SHARED, trial_scores  # noqa: E402
 from orchestrator.analysis.stats import nanmean_rows  # noqa: E402
-from orchestrator.schema import HARD, INDEPENDENT, MODES, SOFT, better, with_query  # noqa: E402
+from orchestrator.schema import (FEATURE, FEATURE_PRIVATE, HARD, INDEPENDENT, MODES, SOFT, better,  # noqa: E402
+                                 with_query)
 
-MODE_COLORS = {INDEPENDENT: "#555555", SOFT: "#1f77b4", HARD: "#d62728", ALL_SHARED: "#9467bd"}
+MODE_COLORS = {INDEPENDENT: "#555555", SOFT: "#1f77b4", HARD: "#d62728", ALL_SHARED: "#9467bd",
+               FEATURE: "#2ca02c", FEATURE_PRIVATE: "#8c564b"}
 
 
 @dataclass
