@@ -48,5 +48,6 @@ def forward_autocast(precision: str, device: torch.device | str) -> contextlib.A
     """bfloat16 autocast for the enclosed forward passes under ``bf16``, nothing otherwise."""
     check_precision(precision)
     if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        # No cast cache: a step may be captured in a CUDA graph, where PyTorch asks for it off.
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
