@@ -27,6 +27,7 @@ from trainables.keys import LOSS_NAMES as LOSS_NAMES, METRIC_NAMES as METRIC_NAM
 # alpha recorded as inf, a final flag on each trial's last rows.
 # Also in version 2: trials.parquet's ``arch`` column (mlp/conv) and the modes feature and
 # feature_private (version-1 runs have no arch column: they were all mlp).
+# Also in version 2: metrics rows gain nn_ratio and copy_ct (the copying measures; version-1 runs lack them).
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 

@@ -278,6 +278,8 @@ def _write_synthetic_metrics(rng: np.random.Generator, metrics_dir: Path, fid: n
         "precision": pa.array(np.clip(1.0 - fid_v / 100.0, 0, 1)),
         "recall": pa.array(np.clip(0.9 - fid_v / 120.0, 0, 1)),
         "accuracy": pa.array(np.clip(1.0 - fid_v / 80.0, 0, 1)) if with_accuracy else pa.nulls(n_rows, pa.float64()),
+        "nn_ratio": pa.array(1.0 + rng.normal(0, 0.05, n_rows)),  # no copying unless planted
+        "copy_ct": pa.array(rng.normal(0, 1, n_rows)),
         "g_loss": pa.array(rng.normal(1.0, 0.1, n_rows)), "d_loss": pa.array(rng.normal(1.2, 0.1, n_rows)),
         "time_s": pa.array(its[i_rep] * 2.0),
         "timestamp": pa.array(((1.7e9 + its[i_rep] * 2.0) * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),

@@ -112,6 +112,25 @@ def test_split_is_fixed_disjoint_and_independent_of_cap() -> None:
     assert len(huge.tasks[0].train) + len(huge.tasks[0].test) == int((load_digits().target == 0).sum())
 
 
+def test_subset_seed_draws_a_different_training_subset_of_the_pool_per_seed() -> None:
+    full = load_tasks("digits:classes=0,1")
+    seeded = [load_tasks("digits:classes=0,1", samples_per_task=10, subset_seed=s) for s in (0, 1)]
+    again = load_tasks("digits:classes=0,1", samples_per_task=10, subset_seed=1)
+    smaller = load_tasks("digits:classes=0,1", samples_per_task=4, subset_seed=1)
+    for i, f in enumerate(full.tasks):
+        pool = set(row_bytes(f.train))
+        subsets = [set(row_bytes(s.tasks[i].train)) for s in seeded]
+        assert subsets[0] != subsets[1]  # the seed is crossed with the subset
+        assert all(s <= pool and len(s) == 10 for s in subsets)
+        np.testing.assert_array_equal(again.tasks[i].train, seeded[1].tasks[i].train)
+        np.testing.assert_array_equal(smaller.tasks[i].train, seeded[1].tasks[i].train[:4])
+        np.testing.assert_array_equal(seeded[0].tasks[i].test, f.test)  # held-out split fixed
+    uncapped = load_tasks("digits:classes=0,1", subset_seed=5)  # no cap: the whole pool, as before
+    np.testing.assert_array_equal(uncapped.tasks[0].train, full.tasks[0].train)
+    with pytest.raises(ValueError, match="subset_seed"):
+        load_tasks("digits:classes=0,1", samples_per_task=10, subset_seed=-1)
+
+
 def test_digit_domains_are_transforms_of_disjoint_source_images() -> None:
     task_set = load_tasks("digits:domains=flip,plain,inverted,rot90")
     assert task_set.names == ["flip", "plain", "inverted", "rot90"]

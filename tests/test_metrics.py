@@ -10,8 +10,8 @@ from PIL import Image
 
 from trainables.data import TaskSet, load_tasks
 from trainables.metrics import (
-    FEATURE_DIM, TaskMetrics, frechet_distance, grid_image, kernel_inception_distance,
-    precision_recall, save_grid,
+    FEATURE_DIM, METRIC_KEYS, TaskMetrics, copy_test_ct, frechet_distance, grid_image,
+    kernel_inception_distance, mann_whitney_z, nn_ratio, precision_recall, save_grid, unseen_images,
 )
 
 FOUR_CLASSES = "digits:classes=0,1,2,3"
@@ -52,9 +52,54 @@ def test_classifier_reaches_95_percent_held_out_on_ten_digit_classes(tmp_path) -
 def test_result_rows_have_the_contract_keys(floor: list[dict[str, float]], four: TaskMetrics) -> None:
     assert len(floor) == four.taskset.n_tasks
     for row in floor:
-        assert set(row) == {"fid", "kid", "precision", "recall", "accuracy"}
+        assert set(row) == set(METRIC_KEYS)
         assert all(isinstance(v, float) and np.isfinite(v) for v in row.values())
         assert row["fid"] >= 0
+
+
+@pytest.fixture(scope="module")
+def ten_per_task(four: TaskMetrics) -> TaskMetrics:
+    """A trial's view at 10 images per task: the seed-3 subset trained, the rest the reference."""
+    trained = load_tasks(FOUR_CLASSES, samples_per_task=10, subset_seed=3)
+    return TaskMetrics(four.taskset, cache_dir=four.cache_path.parent, trained=trained)
+
+
+def test_reference_is_every_image_the_trial_did_not_train_on(ten_per_task: TaskMetrics) -> None:
+    for full, trained in zip(ten_per_task.taskset.tasks, ten_per_task.trained.tasks):
+        unseen = unseen_images(full, trained)
+        assert len(unseen) == len(full.test) + len(full.train) - 10
+        seen = {r.tobytes() for r in trained.train}
+        assert not seen & {r.tobytes() for r in unseen}
+
+
+def test_nn_ratio_and_copy_test_separate_replayed_training_digits_from_held_out_ones(
+        ten_per_task: TaskMetrics) -> None:
+    rng = np.random.default_rng(0)
+    trained = ten_per_task.trained.tasks
+    # a replayer: its 10 training images, each 20 times, with slight pixel jitter
+    replay = [np.clip(np.repeat(t.train, 20, 0) + rng.normal(0, 0.05, (200, 1, 8, 8)), -1, 1).astype(np.float32)
+              for t in trained]
+    # a non-copier: fresh real digits of the task (its held-out split)
+    fresh = [t.test for t in ten_per_task.taskset.tasks]
+    copied, honest = ten_per_task.evaluate(replay), ten_per_task.evaluate(fresh)
+    for c, h in zip(copied, honest):
+        assert c["nn_ratio"] < 0.2 and 0.75 < h["nn_ratio"] < 1.33, (c["nn_ratio"], h["nn_ratio"])
+        assert c["copy_ct"] < -5 and abs(h["copy_ct"]) < 2.5, (c["copy_ct"], h["copy_ct"])
+    floor = ten_per_task.real_floor()  # the training images themselves: an exact replay
+    assert all(row["nn_ratio"] == 0 for row in floor)
+
+
+def test_nn_ratio_and_copy_test_on_a_toy_with_known_distances() -> None:
+    train = np.array([[0.0], [10.0]])
+    reference = np.array([[1.0], [9.0], [2.0], [8.0]])  # nearest distances 1, 1, 2, 2: median 1.5
+    fake = np.array([[0.3], [9.7], [10.3], [0.0], [10.0]])  # 0.3, 0.3, 0.3, 0, 0: median 0.3
+    assert nn_ratio(fake, train, reference) == pytest.approx(0.3 / 1.5)
+    # every fake distance is below every reference distance: U = 0
+    z = -(5 * 4 / 2) / np.sqrt(5 * 4 * 10 / 12)
+    assert mann_whitney_z(np.array([0.3, 0.3, 0.3, 0, 0]), np.array([1.0, 1, 2, 2])) == pytest.approx(z)
+    assert copy_test_ct(fake, train, reference, cells=1) == pytest.approx(z)
+    far = np.array([[5.0]] * 6)  # samples farther from the training set than real images: C_T > 0
+    assert copy_test_ct(far, train, reference, cells=1) > 2
 
 
 def test_fid_real_floor_is_far_below_noise_and_below_another_class(floor, noise_scores, swapped_scores) -> None:

@@ -143,7 +143,7 @@ def _scalar(spec: str, options: dict[str, list[str]], key: str, kind: type, defa
 
 def _split_task(name: str, images: np.ndarray, labels: np.ndarray | None,
                 samples_per_task: int | None, test_fraction: float, split_seed: int,
-                source: str) -> Task:
+                source: str, subset_seed: tuple[int, ...] = ()) -> Task:
     count = len(images)
     n_test = max(1, int(round(count * test_fraction)))
     if count - n_test < 1:
@@ -153,6 +153,9 @@ def _split_task(name: str, images: np.ndarray, labels: np.ndarray | None,
     order = rng.permutation(count)
     test_idx, train_idx = order[:n_test], order[n_test:]
     if samples_per_task is not None:
+        if subset_seed and samples_per_task < len(train_idx):
+            subset_rng = np.random.default_rng([split_seed, *subset_seed, zlib.crc32(name.encode())])
+            train_idx = subset_rng.permutation(train_idx)
         train_idx = train_idx[:samples_per_task]
     images = images.astype(np.float32, copy=False)
     return Task(
@@ -165,7 +168,7 @@ def _split_task(name: str, images: np.ndarray, labels: np.ndarray | None,
 
 
 def load_tasks(spec: str, samples_per_task: int | None = None, test_fraction: float = 0.25,
-               split_seed: int = 0) -> TaskSet:
+               split_seed: int = 0, subset_seed: int | tuple[int, ...] | None = None) -> TaskSet:
     """Load the tasks a spec names, each split into a fixed train / held-out test part.
 
     Returns float32 (N, C, H, W) arrays in [-1, 1]. See the module docstring for the spec grammar,
@@ -179,12 +182,15 @@ def load_tasks(spec: str, samples_per_task: int | None = None, test_fraction: fl
         raise ValueError(f"test_fraction={test_fraction!r} — expected a number in (0, 1)")
     if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or split_seed < 0:
         raise ValueError(f"split_seed={split_seed!r} — expected an integer >= 0")
+    subset = () if subset_seed is None else tuple(np.atleast_1d(subset_seed).tolist())
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in subset):
+        raise ValueError(f"subset_seed={subset_seed!r} — expected None or integers >= 0")
     parsed = parse_spec(spec)
     loaders = {"digits": _load_digits, "shapes": _load_shapes, "npz": _load_npz,
                "folder": _load_folder}
     named, source = loaders[parsed.kind](spec, parsed)
     tasks = tuple(_split_task(name, images, labels, samples_per_task, float(test_fraction),
-                              int(split_seed), source)
+                              int(split_seed), source, subset)
                   for name, images, labels in named)
     return TaskSet(spec=spec, tasks=tasks)
 

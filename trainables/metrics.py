@@ -7,8 +7,17 @@ every task carries labels, the (task, label) pair (e.g. domain x digit: richer f
 trained once per TaskSet (deterministically) and cached on disk, keyed by TaskSet.fingerprint() and
 the recipe version, so the many Ray trials of one sweep share it.
 
-Reference set of every metric = the task's held-out (test) split, which neither the classifier nor
-the GAN trains on.
+Reference set of every metric = every image of the task that the generator did not train on: the
+task's held-out (test) split plus, when the trial trained on a capped subset, the rest of its train
+pool (the classifier may have seen those; the GAN has not).
+
+Copying is measured in pixel space (flattened images on the [-1, 1] scale, Euclidean distance):
+``nn_ratio`` = median distance from generated samples to their nearest training image ÷ median
+distance from the reference images to their nearest training image (≈ 1 for a generator that does
+not copy, → 0 for one that replays its training set), and ``copy_ct`` = Meehan et al. 2020's C_T
+(a Mann–Whitney z of the same two distance samples, per k-means cell of the training set, weighted
+by the reference's share of each cell; ≪ 0 means the samples sit closer to the training images
+than fresh real images do).
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from trainables.data import TaskSet
+from trainables.data import Task, TaskSet
 
 # Bump whenever the architecture, the training recipe or the feature normalisation changes:
 # it is part of the cache key, so stale classifiers are never reused.
@@ -36,6 +45,12 @@ BATCH_SIZE = 128
 LEARNING_RATE = 3e-3
 TRAIN_SEED = 0
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds (Kynkaenniemi et al. 2019)
+METRIC_KEYS = ("fid", "kid", "precision", "recall", "accuracy", "nn_ratio", "copy_ct")
+# C_T cells: about one k-means cell of the training set per CT_REFERENCE_PER_CELL reference images
+# (a Mann-Whitney z needs a few points on each side), at most CT_MAX_CELLS; a cell counts only with
+# at least CT_MIN_SAMPLES generated samples in it (Meehan et al.'s tau: cells the generator leaves
+# empty say nothing about copying).
+CT_REFERENCE_PER_CELL, CT_MAX_CELLS, CT_MIN_SAMPLES = 20, 5, 5
 
 Images = np.ndarray | torch.Tensor
 
@@ -257,6 +272,66 @@ def precision_recall(ref: np.ndarray, fake: np.ndarray, ref_radii_sq: np.ndarray
     return precision, recall
 
 
+def nearest_distances(points: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Pixel-space Euclidean distance of each image to its nearest training image."""
+    a = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    b = np.asarray(train, dtype=np.float64).reshape(len(train), -1)
+    return np.sqrt(_sq_dists(a, b).min(1))
+
+
+def nn_ratio(fake: np.ndarray, train: np.ndarray, reference: np.ndarray) -> float:
+    """median nearest-training distance of the samples ÷ that of real images not trained on."""
+    return float(np.median(nearest_distances(fake, train)) / np.median(nearest_distances(reference, train)))
+
+
+def _kmeans_cells(train: np.ndarray, k: int, iterations: int = 20) -> np.ndarray:
+    """k centres of the training images (Lloyd, deterministic k-means++ start)."""
+    rng = np.random.default_rng(0)
+    centres = [train[rng.integers(len(train))]]
+    for _ in range(1, k):
+        d2 = _sq_dists(train, np.array(centres)).min(1)
+        if d2.sum() <= 0:
+            break
+        centres.append(train[rng.choice(len(train), p=d2 / d2.sum())])
+    centres = np.array(centres)
+    for _ in range(iterations):
+        cell = _sq_dists(train, centres).argmin(1)
+        centres = np.array([train[cell == c].mean(0) if np.any(cell == c) else centres[c]
+                            for c in range(len(centres))])
+    return centres
+
+
+def mann_whitney_z(sample: np.ndarray, reference: np.ndarray) -> float:
+    """(U - mn/2) / sqrt(mn(m+n+1)/12), U = #{sample > reference} (+1/2 per tie): < 0 when the
+    sample's values are smaller."""
+    from scipy.stats import rankdata
+
+    m, n = len(sample), len(reference)
+    ranks = rankdata(np.concatenate([sample, reference]))
+    u = ranks[:m].sum() - m * (m + 1) / 2
+    return float((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
+
+
+def copy_test_ct(fake: np.ndarray, train: np.ndarray, reference: np.ndarray,
+                 cells: int | None = None) -> float:
+    """Meehan et al. 2020's C_T in pixel space (see the module docstring); NaN if no cell counts."""
+    f = np.asarray(fake, dtype=np.float64).reshape(len(fake), -1)
+    t = np.asarray(train, dtype=np.float64).reshape(len(train), -1)
+    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    if cells is None:
+        cells = int(np.clip(len(r) // CT_REFERENCE_PER_CELL, 1, min(CT_MAX_CELLS, len(t))))
+    centres = _kmeans_cells(t, cells)
+    fake_cell, ref_cell = _sq_dists(f, centres).argmin(1), _sq_dists(r, centres).argmin(1)
+    fake_d, ref_d = nearest_distances(f, t), nearest_distances(r, t)
+    z, weight = [], []
+    for c in range(len(centres)):
+        in_fake, in_ref = fake_cell == c, ref_cell == c
+        if in_fake.sum() >= CT_MIN_SAMPLES and in_ref.sum() >= 1:
+            z.append(mann_whitney_z(fake_d[in_fake], ref_d[in_ref]))
+            weight.append(in_ref.mean())
+    return float(np.dot(z, weight) / np.sum(weight)) if z else float("nan")
+
+
 # ----------------------------------------------------------------------------- the metrics object
 
 @dataclass
@@ -266,19 +341,37 @@ class _Reference:
     sqrt_cov: np.ndarray
     kernel_sum: float
     radii_sq: np.ndarray
+    images: np.ndarray  # the unseen real images (pixel space) the features come from
+    train: np.ndarray  # the images the generator trained on
+
+
+def unseen_images(reference: Task, trained: Task) -> np.ndarray:
+    """Every image of a task that the generator did not train on: the held-out split plus the
+    images of the train pool outside the trained subset (matched by content, so a pool image
+    identical to a trained one counts as trained)."""
+    seen = {row.tobytes() for row in np.ascontiguousarray(trained.train, dtype=np.float32)}
+    pool = np.ascontiguousarray(reference.train, dtype=np.float32)
+    rest = pool[[row.tobytes() not in seen for row in pool]] if len(pool) else pool
+    return np.concatenate([reference.test.astype(np.float32), rest])
 
 
 class TaskMetrics:
-    """Per-task FID, KID, precision, recall and classifier accuracy of generated samples.
+    """Per-task FID, KID, precision, recall, classifier accuracy and copying (nn_ratio, copy_ct)
+    of generated samples.
 
-    The classifier is loaded from the cache (or trained and cached) at construction; the held-out
-    reference statistics of every task are precomputed so evaluate() is cheap enough to run at
-    every training iteration.
+    ``taskset`` is what quality is measured against (the uncapped tasks: they train the
+    classifier); ``trained`` is what the generator trained on (a capped, seed-dependent subset;
+    default: ``taskset`` itself). The classifier is loaded from the cache (or trained and cached)
+    at construction; the reference statistics of every task (images not trained on) are
+    precomputed so evaluate() is cheap enough to run at every training iteration.
     """
 
     def __init__(self, taskset: TaskSet, cache_dir: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", trained: TaskSet | None = None) -> None:
         self.taskset = taskset
+        self.trained = taskset if trained is None else trained
+        if self.trained.names != taskset.names or self.trained.image_shape != taskset.image_shape:
+            raise ValueError("the trained tasks must be the reference tasks' names and image shape")
         self.device = torch.device(device)
         self.cache_path = classifier_cache_path(taskset, cache_dir)
         bundle, self.trained_classifier = load_or_train_classifier(taskset, cache_dir)
@@ -288,15 +381,16 @@ class TaskMetrics:
         self._feature_std = bundle.feature_std.to(self.device)
         self._reference: list[_Reference] = []
         self.held_out_accuracy: list[float] = []  # classifier accuracy on each task's test split
-        for i, task in enumerate(taskset.tasks):
-            feats, predicted = self._features_and_tasks(task.test)
-            self.held_out_accuracy.append(float(np.mean(predicted == i)))
+        for i, (task, trained_task) in enumerate(zip(taskset.tasks, self.trained.tasks)):
+            self.held_out_accuracy.append(float(np.mean(self._features_and_tasks(task.test)[1] == i)))
+            unseen = unseen_images(task, trained_task)
+            feats, _ = self._features_and_tasks(unseen)
             d = feats.shape[1]
             k_rr = (feats @ feats.T / d + 1) ** 3
             mean, cov = _stats(feats)
             self._reference.append(_Reference(
                 feats, mean, _sqrt_psd(cov), float(k_rr.sum() - np.trace(k_rr)),
-                _knn_radii_sq(feats, PR_NEIGHBOURS)))
+                _knn_radii_sq(feats, PR_NEIGHBOURS), unseen, trained_task.train))
 
     @property
     def feature_dim(self) -> int:
@@ -320,7 +414,8 @@ class TaskMetrics:
                 tasks.append(per_task.argmax(1))
         return (torch.cat(feats).double().cpu().numpy(), torch.cat(tasks).cpu().numpy())
 
-    def _task_metrics(self, index: int, feats: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    def _task_metrics(self, index: int, images: np.ndarray, feats: np.ndarray, predicted: np.ndarray
+                      ) -> dict[str, float]:
         ref = self._reference[index]
         if len(feats) < 2:
             raise ValueError(f"task {self.taskset.names[index]}: need >= 2 samples, got {len(feats)}")
@@ -332,13 +427,16 @@ class TaskMetrics:
             "precision": precision,
             "recall": recall,
             "accuracy": float(np.mean(predicted == index)),
+            "nn_ratio": nn_ratio(images, ref.train, ref.images),
+            "copy_ct": copy_test_ct(images, ref.train, ref.images),
         }
 
     def evaluate(self, fake: Images | Sequence[Images]) -> list[dict[str, float]]:
         """fake: (n_tasks, k, C, H, W) or a list of per-task (k_i, C, H, W), values in [-1, 1].
 
-        Returns one dict per task: fid, kid, precision, recall, accuracy (fraction of the task's
-        samples the classifier assigns to that task).
+        Returns one dict per task (keys METRIC_KEYS): fid, kid, precision, recall, accuracy
+        (fraction of the task's samples the classifier assigns to that task), nn_ratio and copy_ct
+        (pixel-space copying of the training images, see the module docstring).
         """
         if len(fake) != self.taskset.n_tasks:
             raise ValueError(f"expected samples for {self.taskset.n_tasks} tasks, got {len(fake)}")
@@ -348,7 +446,8 @@ class TaskMetrics:
         # One forward pass for all tasks: cheaper than n small ones.
         feats, predicted = self._features_and_tasks(torch.cat([f.to(self.device) for f in per_task]))
         bounds = np.cumsum([0] + sizes)
-        return [self._task_metrics(i, feats[bounds[i]:bounds[i + 1]], predicted[bounds[i]:bounds[i + 1]])
+        return [self._task_metrics(i, per_task[i].detach().cpu().numpy(), feats[bounds[i]:bounds[i + 1]],
+                                   predicted[bounds[i]:bounds[i + 1]])
                 for i in range(self.taskset.n_tasks)]
 
     def evaluate_arms(self, fake: torch.Tensor) -> list[list[dict[str, float]]]:
@@ -357,16 +456,19 @@ class TaskMetrics:
         arms, n, k = fake.shape[:3]
         feats, predicted = self._features_and_tasks(fake.reshape(arms * n * k, *fake.shape[3:]))
         feats, predicted = feats.reshape(arms, n, k, -1), predicted.reshape(arms, n, k)
-        return [[self._task_metrics(i, feats[a, i], predicted[a, i]) for i in range(n)] for a in range(arms)]
+        pixels = fake.detach().cpu().numpy()
+        return [[self._task_metrics(i, pixels[a, i], feats[a, i], predicted[a, i]) for i in range(n)]
+                for a in range(arms)]
 
     def real_floor(self) -> list[dict[str, float]]:
-        """The same metrics for each task's train real images against its held-out real images.
+        """The same metrics for the images the generator trained on, against the unseen ones.
 
-        This is what a generator that draws fresh samples from the true distribution would score,
-        up to sample size: read evaluate() numbers against it. "accuracy" here is the classifier's
-        accuracy on the held-out split (train accuracy would flatter it).
+        This is what a generator that replays its training set scores (nn_ratio 0, copy_ct ≪ 0):
+        read evaluate() numbers against it; with the whole pool trained on it is also about what
+        fresh samples of the true distribution would score, up to sample size. "accuracy" here
+        is the classifier's accuracy on the held-out split (train accuracy would flatter it).
         """
-        floor = self.evaluate([t.train for t in self.taskset.tasks])
+        floor = self.evaluate([t.train for t in self.trained.tasks])
         for row, accuracy in zip(floor, self.held_out_accuracy):
             row["accuracy"] = accuracy
         return floor

@@ -127,7 +127,8 @@ class PopulationGAN:
         config = self.configs[0]
         self.device = torch.device(device)
         self.tasks = tasks if tasks is not None else load_tasks(
-            config.data, samples_per_task=config.samples_per_task, test_fraction=config.test_fraction)
+            config.data, samples_per_task=config.samples_per_task, test_fraction=config.test_fraction,
+            subset_seed=config.seed)  # each seed trains on its own subset of a capped pool
         self._reference_tasks = reference_tasks
         self.mode = group_mode(self.configs)
         n = self.tasks.n_tasks
@@ -410,12 +411,12 @@ class PopulationGAN:
         if self._metrics is None:
             from trainables.metrics import TaskMetrics
             self._metrics = TaskMetrics(self.reference_tasks(), cache_dir=self._metrics_cache_dir,
-                                        device=str(self.device))
+                                        device=str(self.device), trained=self.tasks)
         return self._metrics
 
     def evaluate(self) -> dict[int, list[dict[str, float]]]:
-        """Per arm id, per-task quality of ``eval_samples`` images against the held-out split
-        (one classifier pass for every arm)."""
+        """Per arm id, per-task quality of ``eval_samples`` images against the images the group
+        did not train on (one classifier pass for every arm)."""
         rows = self.metrics().evaluate_arms(self.sample_tensor(self.configs[0].eval_samples))
         return dict(zip(self.arm_ids, rows))
 

@@ -62,10 +62,11 @@ def gan_config_dict(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tasks_for(cfg: GANConfig) -> TaskSet:
-    key = (cfg.data, cfg.samples_per_task, cfg.test_fraction)
+    subset_seed = None if cfg.samples_per_task is None else cfg.seed  # as MultiTaskGAN loads it
+    key = (cfg.data, cfg.samples_per_task, cfg.test_fraction, subset_seed)
     if key not in _TASKSET_CACHE:
         _TASKSET_CACHE[key] = load_tasks(cfg.data, samples_per_task=cfg.samples_per_task,
-                                         test_fraction=cfg.test_fraction)
+                                         test_fraction=cfg.test_fraction, subset_seed=subset_seed)
     return _TASKSET_CACHE[key]
 
 
