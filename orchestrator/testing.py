@@ -158,7 +158,7 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
                         diverged_fraction: float = 0.05, error_fraction: float = 0.02,
                         running_fraction: float = 0.0, samples: str = "some", files: int = 4,
                         include_baseline: bool = True, rng_seed: int = 0, sweep: str = "synthetic",
-                        with_accuracy: bool = True) -> dict:
+                        with_accuracy: bool = True, copying_modes: tuple[str, ...] = ()) -> dict:
     """Write a run directory (``metrics/``, ``trials.parquet``, ``sweep.json``) with a planted truth.
 
     The final FID of a trial on task k is ``base_k + seed_effect[seed, k] - benefit(cfg, k) + e``
@@ -167,7 +167,8 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
     equal iteration are fair and comparisons at different iterations are not. ``benefit`` is in FID
     units, positive = sharing helped; a dict gives a constant per task, a callable gets (mode,
     alpha, lambdas, task_index). A fraction of the shared trials stops early, diverges, errors or
-    is still running. Returns the truth: ``{"benefit": {config_id: [per task]}, "trials": n, ...}``.
+    is still running. ``nn_ratio`` is ~1 (no copying) except for trials of ``copying_modes`` (~0.2).
+    Returns the truth: ``{"benefit": {config_id: [per task]}, "trials": n, ...}``.
     """
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
@@ -181,7 +182,7 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
                                         (RUNNING, running_fraction)))
     trial_ids = np.array([f"t{n:06d}_{_stable_hash(sweep, n)[:6]}" for n in range(len(arms))])
     n_rows = _write_synthetic_metrics(rng, run_dir / METRICS_DIR, fid, done, trial_ids, arms, tasks, sweep, files,
-                                      with_accuracy)
+                                      with_accuracy, copying_modes)
     final_fid = fid[np.arange(len(arms)), np.maximum(done, 1) - 1]  # (T, K)
     samples_path = _write_synthetic_samples(run_dir / "samples", samples, final_fid, done, arms, trial_ids, tasks)
     trials = _synthetic_trials(arms, tasks, sweep, trial_ids, status, done, final_fid, samples_path)
@@ -254,7 +255,7 @@ def _synthetic_outcomes(rng: np.random.Generator, is_base: np.ndarray, iteration
 
 def _write_synthetic_metrics(rng: np.random.Generator, metrics_dir: Path, fid: np.ndarray, done: np.ndarray,
                              trial_ids: np.ndarray, arms: list[_Arm], tasks: tuple[str, ...], sweep: str,
-                             files: int, with_accuracy: bool) -> int:
+                             files: int, with_accuracy: bool, copying_modes: tuple[str, ...] = ()) -> int:
     """The metrics dataset in ``files`` parts, plus a half-written ``.tmp-`` file readers must
     ignore; returns the number of rows."""
     n_tasks = len(tasks)
@@ -278,7 +279,8 @@ def _write_synthetic_metrics(rng: np.random.Generator, metrics_dir: Path, fid: n
         "precision": pa.array(np.clip(1.0 - fid_v / 100.0, 0, 1)),
         "recall": pa.array(np.clip(0.9 - fid_v / 120.0, 0, 1)),
         "accuracy": pa.array(np.clip(1.0 - fid_v / 80.0, 0, 1)) if with_accuracy else pa.nulls(n_rows, pa.float64()),
-        "nn_ratio": pa.array(1.0 + rng.normal(0, 0.05, n_rows)),  # no copying unless planted
+        "nn_ratio": pa.array(np.where(np.array([a.mode in copying_modes for a in arms], bool)[t_rep], 0.2, 1.0)
+                             + rng.normal(0, 0.05, n_rows)),
         "copy_ct": pa.array(rng.normal(0, 1, n_rows)),
         "g_loss": pa.array(rng.normal(1.0, 0.1, n_rows)), "d_loss": pa.array(rng.normal(1.2, 0.1, n_rows)),
         "time_s": pa.array(its[i_rep] * 2.0),

@@ -292,7 +292,8 @@ def test_report_files_and_benefit_csv(small_report: tuple[Path, str]) -> None:
                  "lambda.png", "modes.png", "budget.png", "curves.png", "samples.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     benefit = pd.read_csv(out / "benefit.csv", dtype={"task": str})
-    assert list(benefit.columns) == ["task", "benefit", "ci_low", "ci_high", "n_pairs", "best_alpha", "best_mode"]
+    assert list(benefit.columns[:4]) == ["samples_per_task", "task", "verdict", "evidence"]
+    assert list(benefit.columns[-6:]) == ["benefit", "ci_low", "ci_high", "n_pairs", "best_alpha", "best_mode"]
     assert list(benefit["task"]) == list(PLANTED)
     assert benefit["best_mode"].iloc[0] in ("soft", "hard")
     # hard sharing is the α → ∞ limit (the Parquet records α = 0 for it)

@@ -312,24 +312,42 @@ def mann_whitney_z(sample: np.ndarray, reference: np.ndarray) -> float:
     return float((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
 
 
+@dataclass(frozen=True)
+class CopyReference:
+    """What the copy measures need of a task's training and unseen images, computed once."""
+
+    train: np.ndarray  # (N, D) float64 training images, flattened
+    centres: np.ndarray  # (k, D) k-means cells of the training images (C_T)
+    distances: np.ndarray  # (M,) nearest-training distance of each unseen image
+    cells: np.ndarray  # (M,) the cell of each unseen image
+
+    @classmethod
+    def build(cls, train: np.ndarray, reference: np.ndarray, cells: int | None = None) -> "CopyReference":
+        t = np.asarray(train, dtype=np.float64).reshape(len(train), -1)
+        r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+        if cells is None:
+            cells = int(np.clip(len(r) // CT_REFERENCE_PER_CELL, 1, min(CT_MAX_CELLS, len(t))))
+        centres = _kmeans_cells(t, cells)
+        return cls(t, centres, nearest_distances(r, t), _sq_dists(r, centres).argmin(1))
+
+    def measure(self, fake: np.ndarray) -> tuple[float, float]:
+        """(nn_ratio, C_T) of the samples; C_T is NaN if no cell holds CT_MIN_SAMPLES samples."""
+        f = np.asarray(fake, dtype=np.float64).reshape(len(fake), -1)
+        fake_d, fake_cell = nearest_distances(f, self.train), _sq_dists(f, self.centres).argmin(1)
+        z, weight = [], []
+        for c in range(len(self.centres)):
+            in_fake, in_ref = fake_cell == c, self.cells == c
+            if in_fake.sum() >= CT_MIN_SAMPLES and in_ref.sum() >= 1:
+                z.append(mann_whitney_z(fake_d[in_fake], self.distances[in_ref]))
+                weight.append(in_ref.mean())
+        ct = float(np.dot(z, weight) / np.sum(weight)) if z else float("nan")
+        return float(np.median(fake_d) / np.median(self.distances)), ct
+
+
 def copy_test_ct(fake: np.ndarray, train: np.ndarray, reference: np.ndarray,
                  cells: int | None = None) -> float:
     """Meehan et al. 2020's C_T in pixel space (see the module docstring); NaN if no cell counts."""
-    f = np.asarray(fake, dtype=np.float64).reshape(len(fake), -1)
-    t = np.asarray(train, dtype=np.float64).reshape(len(train), -1)
-    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
-    if cells is None:
-        cells = int(np.clip(len(r) // CT_REFERENCE_PER_CELL, 1, min(CT_MAX_CELLS, len(t))))
-    centres = _kmeans_cells(t, cells)
-    fake_cell, ref_cell = _sq_dists(f, centres).argmin(1), _sq_dists(r, centres).argmin(1)
-    fake_d, ref_d = nearest_distances(f, t), nearest_distances(r, t)
-    z, weight = [], []
-    for c in range(len(centres)):
-        in_fake, in_ref = fake_cell == c, ref_cell == c
-        if in_fake.sum() >= CT_MIN_SAMPLES and in_ref.sum() >= 1:
-            z.append(mann_whitney_z(fake_d[in_fake], ref_d[in_ref]))
-            weight.append(in_ref.mean())
-    return float(np.dot(z, weight) / np.sum(weight)) if z else float("nan")
+    return CopyReference.build(train, reference, cells).measure(fake)[1]
 
 
 # ----------------------------------------------------------------------------- the metrics object
@@ -341,8 +359,7 @@ class _Reference:
     sqrt_cov: np.ndarray
     kernel_sum: float
     radii_sq: np.ndarray
-    images: np.ndarray  # the unseen real images (pixel space) the features come from
-    train: np.ndarray  # the images the generator trained on
+    copy: CopyReference  # the training and unseen images in pixel space, for nn_ratio and C_T
 
 
 def unseen_images(reference: Task, trained: Task) -> np.ndarray:
@@ -390,7 +407,7 @@ class TaskMetrics:
             mean, cov = _stats(feats)
             self._reference.append(_Reference(
                 feats, mean, _sqrt_psd(cov), float(k_rr.sum() - np.trace(k_rr)),
-                _knn_radii_sq(feats, PR_NEIGHBOURS), unseen, trained_task.train))
+                _knn_radii_sq(feats, PR_NEIGHBOURS), CopyReference.build(trained_task.train, unseen)))
 
     @property
     def feature_dim(self) -> int:
@@ -421,14 +438,15 @@ class TaskMetrics:
             raise ValueError(f"task {self.taskset.names[index]}: need >= 2 samples, got {len(feats)}")
         mean, cov = _stats(feats)
         precision, recall = precision_recall(ref.features, feats, ref.radii_sq)
+        ratio, ct = ref.copy.measure(images)
         return {
             "fid": frechet_distance(ref.mean, ref.sqrt_cov, mean, cov),
             "kid": float(kernel_inception_distance(ref.features, feats, ref.kernel_sum)),
             "precision": precision,
             "recall": recall,
             "accuracy": float(np.mean(predicted == index)),
-            "nn_ratio": nn_ratio(images, ref.train, ref.images),
-            "copy_ct": copy_test_ct(images, ref.train, ref.images),
+            "nn_ratio": ratio,
+            "copy_ct": ct,
         }
 
     def evaluate(self, fake: Images | Sequence[Images]) -> list[dict[str, float]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from orchestrator.analysis.answer import answer_lines
 from orchestrator.analysis.estimates import DMTL
 from orchestrator.analysis.result import Analysis
 from orchestrator.analysis.verdicts import NO_VERDICT_PBT, POINT_ESTIMATE, UNCLEAR, VERDICT_LABELS
@@ -28,7 +29,8 @@ def headline(result: Analysis) -> list[str]:
     configurations pooled, and each mode pooled) with family-wise intervals; the best
     configuration is shown as exploratory, without a verdict."""
     metric = result.metric
-    return ([f"Metric {metric} ({better(metric)} is better); benefit > 0 means sharing helped."]
+    return ((answer_lines(result.answer) if result.answer is not None else [])
+            + [f"Metric {metric} ({better(metric)} is better); benefit > 0 means sharing helped."]
             + _verdict_lines(result) + _estimate_lines(result) + _asha_lines(result) + [_divergence_line(result)])
 
 

@@ -210,7 +210,10 @@ def power(n: int | np.ndarray, sd: float, effect: float, alpha: float) -> np.nda
     df = np.maximum(n - 1, 1)
     crit = stats.t.ppf(1 - alpha / 2, df)
     nc = effect * np.sqrt(n) / sd
-    return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    with np.errstate(all="ignore"):
+        value = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    # scipy's noncentral t returns NaN far in the tail (large nc): the power there is ~1
+    return np.where(np.isnan(value) & (np.abs(nc) > crit), 1.0, value)
 
 
 def effect_log_ratio(fraction: float) -> float:

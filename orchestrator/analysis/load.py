@@ -25,6 +25,7 @@ from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, METRICS_DIR, 
 from trainables.cli import UsageError
 
 SWEEP_HINT = "python -m orchestrator.sweep"
+COPY_METRIC = "nn_ratio"
 TRIAL_COLUMNS = ("schema_version", "trial_id", "config_id", "baseline_key", "status", "mode")
 
 
@@ -44,8 +45,10 @@ class RunData:
     iterations: np.ndarray
     values: np.ndarray
     orphan_metric_rows: int = 0
+    nn_ratio: np.ndarray | None = None  # (trial, iteration, task) copying measure; all NaN before schema 2
     load_seconds: float = 0.0
     schedulers: list[str | None] = field(default_factory=list)  # per run: sweep.json spec.scheduler
+    confirms: list[dict | None] = field(default_factory=list)  # per run: sweep.json confirm (explore → confirm)
 
     def runs_text(self) -> str:
         return ", ".join(str(p) for p in self.run_dirs)
@@ -117,12 +120,24 @@ def read_scheduler(run_dir: Path | str) -> str | None:
     return str(scheduler) if scheduler else None
 
 
+def read_confirm(run_dir: Path | str) -> dict | None:
+    """sweep.json's ``confirm`` record of a confirmation run (orchestrator.confirm), else None."""
+    try:
+        record = json.loads(run_location(run_dir).read_text(SWEEP_FILE))
+    except (OSError, ValueError, AnalysisError):
+        return None
+    confirm = record.get("confirm") if isinstance(record, dict) else None
+    return confirm if isinstance(confirm, dict) and isinstance(confirm.get("chosen"), dict) else None
+
+
 def _read_metrics(run_dir: Path | str, metric: str) -> pa.Table:
     """The run's metric rows. A Parquet file without the metrics columns is not the sweep's: it
     is skipped with a warning; a file that cannot be read is named in the one-line error."""
     run = run_location(run_dir)
     metrics_dir = run.uri(METRICS_DIR)
-    schema = metrics_columns("schema_version", "trial_id", "iteration", "task", metric)
+    # nn_ratio (the copying check) always comes along; a version-1 file reads it as null
+    schema = metrics_columns("schema_version", "trial_id", "iteration", "task",
+                             *dict.fromkeys((metric, COPY_METRIC)))
     try:
         # parquet_files leaves out names starting with "." or "_" (the writer's .tmp- files).
         paths = run.parquet_files(METRICS_DIR)
@@ -248,9 +263,10 @@ def load_runs(run_dirs: list[Path | str], metric: str) -> RunData:
     tasks = _task_order(trials, metric_tables)
     iterations = _iterations(metric_tables)
     values, orphans = _dense_values(list(trial_frames), list(metric_tables), metric, tasks, iterations)
+    nn_ratio, _ = _dense_values(list(trial_frames), list(metric_tables), COPY_METRIC, tasks, iterations)
     if np.isnan(values).all():
         raise AnalysisError(f"metric {metric!r} has no values in {', '.join(map(str, run_dirs))} "
                             f"(e.g. accuracy needs labelled tasks); choose another --metric")
     return RunData(run_dirs=run_dirs, metric=metric, trials=trials, tasks=tasks, iterations=iterations,
-                   values=values, orphan_metric_rows=orphans, load_seconds=time.perf_counter() - started,
-                   schedulers=[read_scheduler(r) for r in run_dirs])
+                   values=values, orphan_metric_rows=orphans, nn_ratio=nn_ratio, load_seconds=time.perf_counter() - started,
+                   schedulers=[read_scheduler(r) for r in run_dirs], confirms=[read_confirm(r) for r in run_dirs])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis import stats
+from orchestrator.analysis.answer import Answer, answer
 from orchestrator.analysis.estimates import (AlphaCurve, alpha_curve, benefit_table, budget_curves, choose_best,
                                              config_table, pooled_estimates)
 from orchestrator.analysis.exclusions import divergence_table, exclusion_table, status_table
@@ -41,6 +42,7 @@ class Analysis:
     n_eligible: int                # configurations the best was chosen among
     alpha_curve: AlphaCurve | None  # benefit vs α
     budget: dict[str, tuple[np.ndarray, np.ndarray]]  # per arm: (k, quantiles of the best of k trials)
+    answer: Answer | None = None   # the primary family per data regime (None under PBT: no verdicts)
     pbt_runs: list[str] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     stat_seconds: float = 0.0
@@ -121,9 +123,13 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     pbt_runs = [str(r) for r, s in zip(data.run_dirs, data.schedulers) if s == "pbt"]
     verdicts = headline_verdicts(benefit, pair_mode, pairing.base, data.tasks, pbt=bool(pbt_runs))
     best = configs[configs["config_id"] == best_config].iloc[0]
+    primary = None if pbt_runs else answer(data, pairing, dict(zip(configs["config_id"], configs["label"])))
+    table = benefit_table(data.tasks, verdicts, benefit, best)
+    if primary is not None:  # benefit.csv: the verdict columns per (regime, task), then the pooled estimates
+        table = primary.table().merge(table, on="task", how="left")
     return Analysis(
         data=data, resamples=resamples, pairs=_pairs_frame(data, pairing, dmtl), benefit=benefit, dmtl=dmtl,
-        configs=configs, best_config=best_config, benefit_table=benefit_table(data.tasks, verdicts, benefit, best),
+        configs=configs, best_config=best_config, benefit_table=table, answer=primary,
         pooled=pooled, by_mode=by_mode, excluded=exclusion_table(status, is_base, pairing),
         status_counts=status_table(status, is_base), divergence=divergence_table(status, is_base, configs),
         usable=pairing.usable, last_iter=pairing.last_iter, verdicts=verdicts, n_eligible=n_eligible,

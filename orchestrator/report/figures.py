@@ -56,6 +56,40 @@ def _grid(n: int, width: float = 3.6, height: float = 2.8) -> tuple[plt.Figure, 
 # Figures
 # ----------------------------------------------------------------------------------------------
 
+VERDICT_COLORS = {"gain": "#2ca02c", "negative_transfer": "#d62728", "unclear": "#555555"}
+
+
+def fig_answer(result: Analysis) -> Figure:
+    """Forest plot of the answer: each task's pooled change of the metric with the very interval
+    its verdict uses (Holm's level at its step), one row per (data regime, task)."""
+    if result.answer is None:
+        return Figure("answer", "The answer per task", "", note="No verdicts under PBT (pairs are not independent).")
+    rows = [(r.regime, t) for r in result.answer.regimes for t in r.tests]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.6))
+    y = np.arange(len(rows))
+    for i, (regime, t) in enumerate(rows):
+        change, low, high = t.change_percent
+        color = VERDICT_COLORS[t.verdict]
+        if np.isfinite(low):
+            ax.plot([low, high], [i, i], color=color, lw=2)
+        ax.plot([change], [i], "o", color=color)
+    ax.axvline(0, color="k", lw=0.8)
+    several = len(result.answer.regimes) > 1
+    ax.set_yticks(y, [f"task {t.name}" + (f" ({regime} img)" if several else "") for regime, t in rows])
+    ax.set_ylabel("task")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{result.metric} of the shared arms vs the baseline, % (< 0 = sharing helped)")
+    ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=v.replace("_", " ")) for v, c in VERDICT_COLORS.items()]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    return Figure("answer", "The answer per task",
+                  "Each task's benefit pooled over all shared configurations, as the change of the metric relative "
+                  "to the baseline at the same seed (geometric), with the interval the verdict uses: Student t over "
+                  "seeds at the level Holm's procedure used for that task (family-wise 5% over the tasks), so a "
+                  "task is green (gain) or red (negative transfer) exactly when its interval excludes 0.",
+                  _png(fig))
+
+
 def fig_benefit(result: Analysis) -> Figure:
     """Forest plot: per-task benefit of the best configuration and of all shared configurations pooled."""
     tasks = result.tasks
@@ -72,7 +106,8 @@ def fig_benefit(result: Analysis) -> Figure:
         err = np.where(np.isfinite(err), err, 0.0)
         ax.errorbar(mean, y + offset, xerr=err, fmt="o", color=color, capsize=3, label=label)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, tasks)
+    ax.set_yticks(y, [f"task {t}" for t in tasks])
+    ax.set_ylabel("task")
     ax.invert_yaxis()
     ax.set_xlabel(f"benefit of sharing ({result.metric}; > 0 = sharing helped)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
@@ -111,16 +146,16 @@ def fig_alpha(result: Analysis) -> Figure:
         ax.set_xscale("log")
         ticks = list(xpos)
         labels = [HARD if g == -1.0 else ("α=0" if g == 0.0 else f"{g:.3g}") for g in groups]
-        ax.set_xticks(ticks, labels, fontsize=7, rotation=45)
+        ax.set_xticks(ticks, labels, fontsize=9)
         ax.minorticks_off()
         if (groups == 0.0).any():
             ax.axvline(math.sqrt(x_zero * lo_pos), color="grey", ls=":", lw=0.8)
         if (groups == -1.0).any():
             ax.axvline(math.sqrt(x_hard * hi_pos), color="grey", ls=":", lw=0.8)
         ax.set_title(name if k == len(panels) - 1 else f"task {name}", fontsize=9)
-        ax.set_xlabel("α (soft sharing)", fontsize=8)
+        ax.set_xlabel("α (soft sharing)", fontsize=9)
+        ax.set_ylabel("ΔMTL (%)" if k == len(panels) - 1 else f"benefit ({result.metric})", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"benefit ({result.metric})")
     return Figure("alpha", "Benefit vs sharing strength α",
                   "Mean paired benefit (> 0 = sharing helped) per task and ΔMTL at each α of soft sharing "
                   "(log axis), pooled over λ and the other knobs, with 95% bootstrap CIs (resampling seeds). "
@@ -346,6 +381,6 @@ def fig_samples(result: Analysis) -> Figure:
 
 
 def build_figures(result: Analysis) -> dict[str, Figure]:
-    figures = [fig_benefit(result), fig_alpha(result), fig_lambda(result), fig_modes(result), fig_budget(result),
+    figures = [fig_answer(result), fig_benefit(result), fig_alpha(result), fig_lambda(result), fig_modes(result), fig_budget(result),
                fig_curves(result), fig_samples(result)]
     return {f.name: f for f in figures}

@@ -69,6 +69,16 @@ def method_notes(result: Analysis) -> list[str]:
     word = better(result.metric)
     sign = "baseline − shared" if word == "lower" else "shared − baseline"
     notes = [
+        "The answer (top lines, first figure, benefit.csv's verdict and evidence): per data regime, each task's "
+        "benefit pooled over all shared configurations is the log ratio log(metric_baseline / metric_shared) at "
+        "the same seed (the geometric mean of the seed's baselines), averaged per seed; Student t over seeds, "
+        "Holm over the tasks (family-wise 5%), each interval drawn at the level Holm used for its task, so verdict "
+        "and interval always agree. evidence = pooled (no selection), confirmed (fresh seeds of a configuration "
+        "chosen before) or exploratory (the best configuration on the seeds that chose it: optimistic, no "
+        "verdict). The seeds-needed figures are for 80% power at the seed-to-seed noise measured here. "
+        "The sections below are secondary: differences in metric units with bootstrap intervals; where the "
+        "exploratory best configuration's interval excludes 0 while the answer says unclear, the difference is "
+        "selection (it is the best of many on the same seeds), not evidence.",
         f"Metric: {result.metric} ({word} is better). Benefit = {sign}, so a positive benefit always means "
         f"sharing helped; ΔMTL (Maninis et al. 2019) = mean over tasks of (−1)^l·(M_shared − M_base)/M_base × 100 "
         f"with l = 1 for lower-is-better metrics: positive = better on average.",
@@ -96,6 +106,7 @@ def method_notes(result: Analysis) -> list[str]:
 
 def _sections(figures: dict[str, Figure], tables: dict[str, Table]) -> list[tuple[str, list[Figure | Table]]]:
     return [
+        ("The answer", [figures["answer"]]),
         ("Sharing benefit per task", [tables["best"], figures["benefit"], tables["pooled"], tables["modes"]]),
         ("Sensitivity", [figures["alpha"], figures["lambda"], figures["modes"]]),
         ("Budget and learning curves", [figures["budget"], figures["curves"]]),

@@ -118,11 +118,11 @@ def trials_table(result: Analysis, top: int) -> Table:
     labels = dict(zip(result.configs["config_id"], result.configs["label"]))
     return Table(
         f"Top {len(top_pairs)} shared trials (by ΔMTL against their own baseline)",
-        ["trial_id", "configuration", "seed", "iteration", "ΔMTL %"] + [f"{result.metric} {t}" for t in tasks],
-        [[str(trials["trial_id"].iloc[p.shared]), labels.get(p.config_id, p.config_id), format_value(p.seed),
-          str(int(p.iteration)), f"{p.dmtl:+.3g}"]
+        ["configuration (mode α λ)", "seed", "iteration", "ΔMTL %"] + [f"{result.metric} {t}" for t in tasks]
+        + ["trial_id"],
+        [[labels.get(p.config_id, p.config_id), format_value(p.seed), str(int(p.iteration)), f"{p.dmtl:+.3g}"]
          + [format_value(result.data.values[p.shared, np.searchsorted(result.data.iterations, p.iteration), k])
-            for k in range(len(tasks))]
+            for k in range(len(tasks))] + [str(trials["trial_id"].iloc[p.shared])]
          for p in top_pairs.itertuples()],
         "Single trials: the best of many draws, for inspection, not as evidence.")
 

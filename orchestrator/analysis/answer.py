@@ -1,0 +1,239 @@
+"""The answer a researcher acts on: per data regime (``samples_per_task``, each analysed on its
+own), the primary family of orchestrator.analysis.inference (each task's pooled benefit on the log
+ratio, Student t over seeds, Holm over the tasks), the best configuration per task as exploratory
+evidence, the seeds a 5% and a 10% effect need at the noise measured, and which arms copy their
+training images (nn_ratio)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.analysis import inference
+from orchestrator.analysis.inference import Test
+from orchestrator.analysis.load import RunData
+from orchestrator.analysis.pairing import Pairing
+from orchestrator.schema import INDEPENDENT, direction
+
+ALL_IMAGES = "all"
+
+
+@dataclass(frozen=True)
+class RegimeAnswer:
+    """One data regime's primary family and what goes with it."""
+
+    regime: str                          # samples_per_task ("all": uncapped)
+    tests: list[Test]                    # one per task, evidence "pooled"
+    best: list[Test]                     # one per task: its best configuration, evidence "exploratory"
+    best_labels: list[str]               # the configuration each best test is about
+    best_ids: list[str]                  # its config_id (what a confirmation run re-runs)
+    seeds_needed: dict[str, dict[float, int]]  # per task, per effect (0.05, 0.10): seeds for 80% power
+    n_configs: int
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """Per task, the configuration an exploration chose, judged on a confirmation run's fresh seeds
+    alone (Holm over the tasks confirmed): unbiased, evidence "confirmed"."""
+
+    tests: list[Test]
+    labels: list[str]
+    explore_runs: list[str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    regimes: list[RegimeAnswer]
+    copying: pd.DataFrame  # arm, task, regime, nn_ratio (median over seeds), copies (bool)
+    metric: str
+    confirmed: Confirmed | None = None
+
+    def table(self) -> pd.DataFrame:
+        """benefit.csv's verdict columns: one row per (regime, task)."""
+        rows = []
+        for r in self.regimes:
+            for t, b, label in zip(r.tests, r.best, r.best_labels):
+                change, low, high = t.change_percent
+                copy = self.copying[(self.copying["task"] == t.name) & (self.copying["regime"] == r.regime)]
+                rows.append({
+                    "samples_per_task": r.regime, "task": t.name, "verdict": t.verdict, "evidence": t.evidence,
+                    "change_pct": change, "change_lo_pct": low, "change_hi_pct": high,
+                    "log_ratio": t.estimate, "log_ci_low": t.ci_low, "log_ci_high": t.ci_high,
+                    "test_level": t.level, "p": t.p, "n_seeds": t.n, "seed_sd": t.sd,
+                    "seeds_for_5pct": r.seeds_needed[t.name][0.05], "seeds_for_10pct": r.seeds_needed[t.name][0.10],
+                    "best_config": label, "best_log_ratio": b.estimate, "best_log_ci_low": b.ci_low,
+                    "best_log_ci_high": b.ci_high, "best_evidence": b.evidence,
+                    "copying_arms": ";".join(copy.loc[copy["copies"], "arm"]),
+                })
+        if self.confirmed is not None:
+            for t, label in zip(self.confirmed.tests, self.confirmed.labels):
+                change, low, high = t.change_percent
+                rows.append({"samples_per_task": "confirmed", "task": t.name, "verdict": t.verdict,
+                             "evidence": t.evidence, "change_pct": change, "change_lo_pct": low,
+                             "change_hi_pct": high, "log_ratio": t.estimate, "log_ci_low": t.ci_low,
+                             "log_ci_high": t.ci_high, "test_level": t.level, "p": t.p, "n_seeds": t.n,
+                             "seed_sd": t.sd, "best_config": label})
+        return pd.DataFrame(rows)
+
+
+def _regime_of(trials: pd.DataFrame) -> np.ndarray:
+    if "samples_per_task" not in trials:
+        return np.full(len(trials), ALL_IMAGES, dtype=object)
+    cap = pd.to_numeric(trials["samples_per_task"], errors="coerce").to_numpy(float)
+    return np.array([ALL_IMAGES if not np.isfinite(c) else str(int(c)) for c in cap], dtype=object)
+
+
+def pair_log_ratios(data: RunData, pairing: Pairing) -> np.ndarray:
+    """(P, K) log(metric_base / metric_shared) for lower-is-better metrics (the inverse for the
+    others), metric_base the geometric mean of every usable independent trial of the pair's
+    baseline_key at the pair's iteration (2-3 baselines per seed by design; one works too)."""
+    keys = data.trials["baseline_key"].astype(str).to_numpy()
+    bases = pd.DataFrame({"key": keys[pairing.baselines], "base_trial": pairing.baselines})
+    pairs = pd.DataFrame({"pair": np.arange(len(pairing.shared)), "key": keys[pairing.shared]})
+    joined = pairs.merge(bases, on="key")
+    base_values = data.values[joined["base_trial"].to_numpy(), pairing.iteration[joined["pair"].to_numpy()]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_base = np.where(base_values > 0, np.log(base_values), np.nan)
+    n_tasks = data.values.shape[2]
+    mean_log_base = (pd.DataFrame(log_base).groupby(joined["pair"].to_numpy()).mean()
+                     .reindex(range(len(pairing.shared))).to_numpy().reshape(-1, n_tasks))
+    shared = data.values[pairing.shared, pairing.iteration]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_shared = np.where(shared > 0, np.log(shared), np.nan)
+    y = mean_log_base - log_shared
+    return y if direction(data.metric) < 0 else -y
+
+
+def _per_seed(y: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """(P, K) pair log ratios -> (units, K): each seed's mean over its configurations."""
+    return pd.DataFrame(y).groupby(unit).mean().to_numpy()
+
+
+def copying_table(data: RunData, pairing: Pairing, labels: dict[str, str]) -> pd.DataFrame:
+    """Median nn_ratio over seeds per (arm, task, regime) at each trial's last valid iteration;
+    empty when the run has no nn_ratio (schema version 1)."""
+    columns = ["arm", "task", "regime", "nn_ratio", "copies"]
+    if data.nn_ratio is None or np.isnan(data.nn_ratio).all():
+        return pd.DataFrame(columns=columns)
+    usable = np.flatnonzero(pairing.usable)
+    ratio = data.nn_ratio[usable, pairing.last_iter[usable]]  # (U, K)
+    config = data.trials["config_id"].astype(str).to_numpy()[usable]
+    arm = np.array([labels.get(c, c) for c in config], dtype=object)
+    regime = _regime_of(data.trials)[usable]
+    rows = []
+    for (a, g), idx in pd.DataFrame({"a": arm, "g": regime}).groupby(["a", "g"], sort=False).indices.items():
+        for k, task in enumerate(data.tasks):
+            values = ratio[idx, k]
+            if np.isfinite(values).any():
+                rows.append({"arm": a, "task": task, "regime": g, "nn_ratio": float(np.nanmedian(values)),
+                             "copies": inference.copies(values)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def answer(data: RunData, pairing: Pairing, labels: dict[str, str]) -> Answer:
+    """The primary family per regime, its power statement, the exploratory best per task and the
+    copying table. ``labels``: configuration id -> its label (mode α λ)."""
+    y = pair_log_ratios(data, pairing)
+    unit = data.trials["baseline_key"].astype(str).to_numpy()[pairing.shared]
+    regime = _regime_of(data.trials)[pairing.shared]
+    confirms = list(data.confirms) + [None] * (len(data.run_dirs) - len(data.confirms))
+    confirm_runs = [i for i, c in enumerate(confirms) if c]
+    run_of_pair = (data.trials["run"].to_numpy()[pairing.shared] if "run" in data.trials
+                   else np.zeros(len(pairing.shared), int))
+    in_confirm = np.isin(run_of_pair, confirm_runs)
+    # the exploration's family comes from the exploration runs alone (a confirmation run holds
+    # only the chosen configurations: pooling it in would bias the family towards them)
+    explore = ~in_confirm if (~in_confirm).any() else np.ones(len(in_confirm), bool)
+    regimes = []
+    for g in sorted(pd.unique(regime[explore]), key=lambda r: (r == ALL_IMAGES, int(r) if r != ALL_IMAGES else 0)):
+        sel = explore & (regime == g)
+        per_seed = _per_seed(y[sel], unit[sel])
+        tests = inference.family_tests({t: per_seed[:, k] for k, t in enumerate(data.tasks)})
+        best, best_labels, best_ids = [], [], []
+        configs = pairing.config[sel]
+        for k, task in enumerate(data.tasks):
+            means = pd.Series(y[sel, k]).groupby(configs).mean()
+            if means.notna().any():
+                c = int(means.idxmax())
+                pick = configs == c
+                per_seed_best = _per_seed(y[sel][pick, k:k + 1], unit[sel][pick])[:, 0]
+                cid = str(pairing.config_ids[c])
+            else:
+                per_seed_best, cid = np.array([np.nan]), ""
+            best.append(inference.exploratory_test(task, per_seed_best))
+            best_labels.append(labels.get(cid, cid))
+            best_ids.append(cid)
+        regimes.append(RegimeAnswer(g, tests, best, best_labels, best_ids, inference.power_statement(tests),
+                                    int(len(np.unique(configs)))))
+    confirmed = None
+    if confirm_runs and in_confirm.any():
+        chosen = {**{t: c for i in confirm_runs for t, c in confirms[i]["chosen"].items()}}
+        config_of_pair = pairing.config_ids.to_numpy()[pairing.config].astype(str)
+        per_task, names = {}, []
+        for k, task in enumerate(data.tasks):
+            if task not in chosen:
+                continue
+            pick = in_confirm & (config_of_pair == str(chosen[task]))
+            per_task[task] = _per_seed(y[pick, k:k + 1], unit[pick])[:, 0] if pick.any() else np.array([])
+            names.append(labels.get(str(chosen[task]), str(chosen[task])))
+        explore_runs = sorted({str(confirms[i].get("explore", "")) for i in confirm_runs})
+        confirmed = Confirmed(inference.family_tests(per_task, evidence="confirmed"), names, explore_runs)
+    return Answer(regimes, copying_table(data, pairing, {**labels, INDEPENDENT: INDEPENDENT}), data.metric,
+                  confirmed)
+
+
+def answer_lines(result_answer: Answer) -> list[str]:
+    """One line per task in words (per regime), the power statement and the copying warning."""
+    metric = result_answer.metric
+    lines = []
+    for r in result_answer.regimes:
+        where = f"{r.regime} images per task" if r.regime != ALL_IMAGES else "all images"
+        lines.append(f"The answer ({where}; each task's benefit pooled over the {r.n_configs} shared "
+                     f"configurations, {metric} ratio to the baseline at the same seed, Student t over seeds, "
+                     f"Holm over {len(r.tests)} tasks, family-wise 5%):")
+        for t in r.tests:
+            need = r.seeds_needed[t.name]
+            if t.n < 2:
+                lines.append(f"  task {t.name}: unclear — {t.n} seed, no interval; about {need[0.05]} seeds "
+                             f"would decide a 5% effect")
+                continue
+            change, low, high = t.change_percent
+            interval = f"{metric} {change:+.1f}% [{low:+.1f}, {high:+.1f}]"
+            if t.verdict == "gain":
+                lines.append(f"  task {t.name}: sharing helps: {interval}, {t.evidence} over {t.n} seeds")
+            elif t.verdict == "negative_transfer":
+                lines.append(f"  task {t.name}: sharing hurts: {interval}, {t.evidence} over {t.n} seeds")
+            elif need[0.05] <= t.n:
+                lines.append(f"  task {t.name}: unclear — {interval} over {t.n} seeds, enough to find a 5% effect "
+                             f"with 80% power: an effect, if any, is likely smaller than 5%")
+            else:
+                more5, more10 = need[0.05] - t.n, max(0, need[0.10] - t.n)
+                lines.append(f"  task {t.name}: unclear — {interval} over {t.n} seeds; about {more5} more seeds "
+                             f"would decide a 5% effect, {more10} a 10% effect (at the noise measured, 80% power)")
+        sd = [t.sd for t in r.tests if np.isfinite(t.sd)]
+        if sd:
+            lines.append(f"  Power: seed-to-seed SD of the log ratio {min(sd):.2f}–{max(sd):.2f}; seeds needed "
+                         f"per task for 80% power at 5%/{len(r.tests)}: "
+                         + ", ".join(f"task {name} {need[0.05]} / {need[0.10]}"
+                                     for name, need in r.seeds_needed.items()) + " (5% / 10% effect).")
+    confirmed = result_answer.confirmed
+    if confirmed is not None:
+        lines.append(f"Confirmed (each task's configuration as the exploration chose it, judged on the "
+                     f"confirmation run's fresh seeds alone; Holm over {len(confirmed.tests)} tasks):")
+        for t, label in zip(confirmed.tests, confirmed.labels):
+            change, low, high = t.change_percent
+            words = {"gain": "sharing helps", "negative_transfer": "sharing hurts", "unclear": "unclear"}[t.verdict]
+            interval = (f"{metric} {change:+.1f}% [{low:+.1f}, {high:+.1f}]" if np.isfinite(low)
+                        else f"{metric} {change:+.1f}% (no interval)")
+            lines.append(f"  task {t.name}: {words}: {interval}, confirmed on {t.n} fresh seeds ({label})")
+    copying = result_answer.copying
+    if len(copying) and copying["copies"].any():
+        flagged = copying[copying["copies"]]
+        arms = sorted(set(flagged["arm"]))
+        lines.append(f"MEMORISATION WARNING: the samples of {len(arms)} arm(s) copy their training images "
+                     f"(median nn_ratio < {inference.COPY_NN_RATIO}: samples sit closer to the training images "
+                     f"than unseen real images do; {metric} cannot tell copying from generalising), e.g. "
+                     + "; ".join(f"{row.arm} task {row.task} ({row.regime} images) nn_ratio {row.nn_ratio:.2f}"
+                                 for row in flagged.head(4).itertuples()) + ".")
+    return lines
