@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import search_spaces as ss
+from orchestrator.confirm import CONFIRM_KEY
 from orchestrator.schema import (INDEPENDENT, SCHEMA_VERSION, SWEEP_FILE, TERMINATED, TRIALS_FILE, RunLocation,
                                  trials_schema)
 from orchestrator.runlock import LEASE_FILE, LOCK_FILE
@@ -89,6 +90,13 @@ def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after its driver died")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray's and Tune's own output (start-up lines, Tune's tables) as well")
+    p.add_argument("--confirm", metavar="RUN_DIR", help="re-run the configurations the exploration RUN_DIR chose "
+                                                       "(each task's best and the best overall) and the baseline "
+                                                       "on the fresh --seeds; then analyze RUN_DIR NEW_RUN")
+    p.add_argument("--until-decisive", action="store_true",
+                   help="run --seeds as a first block, then further blocks of as many fresh seeds, until every "
+                        "task's verdict crosses its O'Brien-Fleming boundary or --max-seeds is reached")
+    p.add_argument("--max-seeds", type=int, help="with --until-decisive: the cap on seeds (all blocks together)")
     return p
 
 
@@ -233,6 +241,7 @@ class SweepPlan:
     resume: bool
     address: str | None        # --address of a running Ray cluster, None: start a local Ray
     args: dict[str, Any]       # the parsed command line, recorded in sweep.json
+    confirm: dict[str, Any] | None = None  # --confirm: what the exploration chose (orchestrator.confirm)
 
     @property
     def run_dir(self) -> str:
@@ -249,7 +258,8 @@ class SweepPlan:
                 "n_tasks": len(self.task_names), "seeds": list(self.spec.seeds),
                 "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus, "trials": self.trials,
                 "args": dict(self.args), "created": time.time(),
-                "ray_version": origin["versions"]["ray"], "command": origin["command"], "provenance": origin}
+                "ray_version": origin["versions"]["ray"], "command": origin["command"], "provenance": origin,
+                **({CONFIRM_KEY: self.confirm} if self.confirm else {})}
 
 
 def plan_sweep(args: argparse.Namespace, given: set[str] | None = None) -> SweepPlan:
@@ -269,8 +279,37 @@ def plan_sweep(args: argparse.Namespace, given: set[str] | None = None) -> Sweep
     return plan_resume(args, storage) if args.resume else plan_new_sweep(args, storage)
 
 
+def plan_confirm_sweep(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
+    """--confirm RUN_DIR: the exploration's chosen configurations and its baseline on fresh seeds,
+    with the exploration's sweep settings (steps, iterations, data, knobs)."""
+    from orchestrator.confirm import chosen_configurations, confirm_trials, explore_trials
+
+    seeds = _parse_seeds(args.seeds)
+    if not seeds:
+        raise UsageError("--confirm needs --seeds: fresh seeds, none of the exploration's")
+    record = json.loads(RunLocation(args.confirm).read_text(SWEEP_FILE)) if RunLocation(args.confirm).exists(
+        SWEEP_FILE) else None
+    if not record or "spec" not in record:
+        raise UsageError(f"--confirm {args.confirm}: not a sweep run directory (no readable {SWEEP_FILE})")
+    reused = sorted(set(seeds) & set(record["spec"]["seeds"]))
+    if reused:
+        raise UsageError(f"--confirm: seed {reused[0]} was used by the exploration; confirm on fresh seeds")
+    chosen = chosen_configurations(args.confirm)
+    trials = confirm_trials(explore_trials(args.confirm),
+                            [*dict.fromkeys([*chosen["chosen"].values(), chosen["overall"]])], seeds)
+    spec = ss.SweepSpec(**{**record["spec"], "seeds": tuple(seeds), "modes": tuple(record["spec"]["modes"])})
+    name = args.name or f"confirm-{record.get('sweep', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunLocation(storage.uri(name))
+    check_name_free(run, name, storage)
+    return SweepPlan(name=name, storage=storage, run=run, spec=spec, task_names=record["tasks"],
+                     cpus=args.cpus_per_trial, gpus=args.gpus_per_trial, trials=trials, resume=False,
+                     address=args.address, args=dict(vars(args)), confirm=chosen)
+
+
 def plan_new_sweep(args: argparse.Namespace, storage: RunLocation) -> SweepPlan:
     """A new sweep from the sweep file and the flags: every trial expanded and validated."""
+    if getattr(args, "confirm", None):
+        return plan_confirm_sweep(args, storage)
     _check_numbers(args)
     spec = ss.load_space(args.space).with_overrides(
         data=args.data, num_samples=args.num_samples, iterations=args.iterations, seeds=_parse_seeds(args.seeds),
@@ -585,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     """The sweep command: exit 0 done, 1 trials failed or the storage failed, 2 bad input (one
     line, nothing written), 130 / 143 interrupted by SIGINT / SIGTERM (resumable)."""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if "--until-decisive" in argv:
+            return _until_decisive(argv)
         return _main(argv)
     except Exception as e:  # anything unforeseen: one line, the traceback in a file
         print(crash_report(e), file=sys.stderr, flush=True)
@@ -605,6 +647,35 @@ def crash_report(error: BaseException) -> str:
         where = "the traceback could not be saved"
     first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
     return f"error: unexpected {type(error).__name__}{': ' + first[:200] if first else ''} ({where})"
+
+
+def _until_decisive(argv: list[str]) -> int:
+    """--until-decisive: one ordinary sweep per block of seeds (orchestrator.sequential)."""
+    from orchestrator import sequential
+
+    try:
+        args = build_parser().parse_args(argv)
+        if args.resume or args.confirm:
+            raise UsageError("--until-decisive starts new blocks; it does not go with --resume or --confirm "
+                             "(resume a block by its name instead)")
+        seeds = _parse_seeds(args.seeds)
+        if not seeds or not args.max_seeds:
+            raise UsageError("--until-decisive needs --seeds (the first block) and --max-seeds (the cap)")
+        blocks = sequential.seed_blocks(seeds, args.max_seeds)
+        storage = _open_storage(args.storage)
+        name = args.name or f"{ss.load_space(args.space).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for k in range(len(blocks)):
+            check_name_free(RunLocation(storage.uri(f"{name}-b{k + 1}")), f"{name}-b{k + 1}", storage)
+    except (UsageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    base = sequential.without_flags(argv, {"--until-decisive": False, "--max-seeds": True, "--seeds": True,
+                                           "--name": True})
+
+    def run_block(block: list[int], block_name: str) -> int:
+        return _main(base + ["--seeds", ",".join(map(str, block)), "--name", block_name])
+
+    return sequential.run_until_decisive(run_block, storage, name, seeds, args.max_seeds)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -34,6 +34,7 @@ def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert str(metrics["timestamp"].dtype).startswith("datetime64") and str(metrics["timestamp"].dt.tz) == "UTC"
     assert (metrics["final"] == (metrics["iteration"] == spec.iterations)).all()
     assert set(trials["arch"]) == {"mlp"}  # 8×8 digits: the arch by image size
+    assert metrics["nn_ratio"].notna().all() and (metrics["nn_ratio"] > 0).all()  # copying measured
     assert np.isfinite(metrics[["fid", "kid", "g_loss", "d_loss"]].to_numpy()).all()
 
     # the config columns are what was sampled (order-free: match on config_id + seed)
@@ -66,6 +67,21 @@ def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert sorted(p.name.split("-")[0] for p in (run_dir / "metrics").iterdir()) == sorted(trials["trial_id"])
     assert f" -m orchestrator.analyze {run_dir}" in out
     assert out.count("  done  (trial ") == len(planned)
+
+    # explore -> confirm: the configurations the smoke run chose, and the baseline, on fresh seeds
+    assert main(["--confirm", str(run_dir), "--seeds", "7,8", "--storage", str(storage), "--name", "conf"]) == 0
+    _, confirm_trials, confirm_record = read_run(storage / "conf")
+    chosen = confirm_record["confirm"]
+    assert set(chosen["chosen"]) == set(tasks) and chosen["explore"] == str(run_dir)
+    wanted = set(chosen["chosen"].values()) | {chosen["overall"]}
+    assert set(confirm_trials["config_id"]) == wanted | {"independent"}
+    assert sorted(set(confirm_trials["seed"])) == [7, 8]
+    assert set(confirm_trials["status"]) == {"TERMINATED"}
+    from orchestrator.analysis import analyze, load_runs
+
+    result = analyze(load_runs([run_dir, storage / "conf"], "fid"))
+    assert [t.evidence for t in result.answer.confirmed.tests] == ["confirmed"] * len(tasks)
+    assert all(t.n == 2 for t in result.answer.confirmed.tests)
 
 
 def test_diverged_trial_is_recorded_and_sweep_continues(ray_local, tmp_path):

@@ -30,6 +30,7 @@ class RegimeAnswer:
     best_ids: list[str]                  # its config_id (what a confirmation run re-runs)
     seeds_needed: dict[str, dict[float, int]]  # per task, per effect (0.05, 0.10): seeds for 80% power
     n_configs: int
+    per_seed: dict[str, np.ndarray]      # per task, the per-seed pooled log ratios the tests use
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str]) -> Answer:
             best_labels.append(labels.get(cid, cid))
             best_ids.append(cid)
         regimes.append(RegimeAnswer(g, tests, best, best_labels, best_ids, inference.power_statement(tests),
-                                    int(len(np.unique(configs)))))
+                                    int(len(np.unique(configs))),
+                                    {t: per_seed[:, k] for k, t in enumerate(data.tasks)}))
     confirmed = None
     if confirm_runs and in_confirm.any():
         chosen = {**{t: c for i in confirm_runs for t, c in confirms[i]["chosen"].items()}}
