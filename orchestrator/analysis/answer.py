@@ -55,7 +55,7 @@ class Answer:
         rows = []
         for r in self.regimes:
             for t, b, label in zip(r.tests, r.best, r.best_labels):
-                change, low, high = t.change_percent
+                change, low, high = change_of(t, self.metric)
                 copy = self.copying[(self.copying["task"] == t.name) & (self.copying["regime"] == r.regime)]
                 rows.append({
                     "samples_per_task": r.regime, "task": t.name, "verdict": t.verdict, "evidence": t.evidence,
@@ -69,13 +69,22 @@ class Answer:
                 })
         if self.confirmed is not None:
             for t, label in zip(self.confirmed.tests, self.confirmed.labels):
-                change, low, high = t.change_percent
+                change, low, high = change_of(t, self.metric)
                 rows.append({"samples_per_task": "confirmed", "task": t.name, "verdict": t.verdict,
                              "evidence": t.evidence, "change_pct": change, "change_lo_pct": low,
                              "change_hi_pct": high, "log_ratio": t.estimate, "log_ci_low": t.ci_low,
                              "log_ci_high": t.ci_high, "test_level": t.level, "p": t.p, "n_seeds": t.n,
                              "seed_sd": t.sd, "best_config": label})
         return pd.DataFrame(rows)
+
+
+def change_of(test: Test, metric: str) -> tuple[float, float, float]:
+    """The shared arms' metric relative to the baseline's, % (estimate, low, high). The log ratio
+    is oriented so > 0 = sharing helped: for a lower-is-better metric that is a drop."""
+    if direction(metric) < 0:
+        return test.change_percent
+    up = lambda x: float(100.0 * np.expm1(x))  # noqa: E731
+    return up(test.estimate), up(test.ci_low), up(test.ci_high)
 
 
 def _regime_of(trials: pd.DataFrame) -> np.ndarray:
@@ -200,7 +209,7 @@ def answer_lines(result_answer: Answer) -> list[str]:
                 lines.append(f"  task {t.name}: unclear — {t.n} seed, no interval; about {need[0.05]} seeds "
                              f"would decide a 5% effect")
                 continue
-            change, low, high = t.change_percent
+            change, low, high = change_of(t, metric)
             interval = f"{metric} {change:+.1f}% [{low:+.1f}, {high:+.1f}]"
             if t.verdict == "gain":
                 lines.append(f"  task {t.name}: sharing helps: {interval}, {t.evidence} over {t.n} seeds")
@@ -224,7 +233,7 @@ def answer_lines(result_answer: Answer) -> list[str]:
         lines.append(f"Confirmed (each task's configuration as the exploration chose it, judged on the "
                      f"confirmation run's fresh seeds alone; Holm over {len(confirmed.tests)} tasks):")
         for t, label in zip(confirmed.tests, confirmed.labels):
-            change, low, high = t.change_percent
+            change, low, high = change_of(t, metric)
             words = {"gain": "sharing helps", "negative_transfer": "sharing hurts", "unclear": "unclear"}[t.verdict]
             interval = (f"{metric} {change:+.1f}% [{low:+.1f}, {high:+.1f}]" if np.isfinite(low)
                         else f"{metric} {change:+.1f}% (no interval)")

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
 from orchestrator.analysis import Analysis  # noqa: E402
+from orchestrator.analysis.answer import change_of  # noqa: E402
 from orchestrator.analysis.estimates import ALL_SHARED, trial_scores  # noqa: E402
 from orchestrator.analysis.stats import nanmean_rows  # noqa: E402
 from orchestrator.schema import (FEATURE, FEATURE_PRIVATE, HARD, INDEPENDENT, MODES, SOFT, better,  # noqa: E402
@@ -68,7 +69,7 @@ def fig_answer(result: Analysis) -> Figure:
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.6))
     y = np.arange(len(rows))
     for i, (regime, t) in enumerate(rows):
-        change, low, high = t.change_percent
+        change, low, high = change_of(t, result.metric)
         color = VERDICT_COLORS[t.verdict]
         if np.isfinite(low):
             ax.plot([low, high], [i, i], color=color, lw=2)
@@ -78,7 +79,8 @@ def fig_answer(result: Analysis) -> Figure:
     ax.set_yticks(y, [f"task {t.name}" + (f" ({regime} img)" if several else "") for regime, t in rows])
     ax.set_ylabel("task")
     ax.invert_yaxis()
-    ax.set_xlabel(f"{result.metric} of the shared arms vs the baseline, % (< 0 = sharing helped)")
+    helped = "< 0" if better(result.metric) == "lower" else "> 0"
+    ax.set_xlabel(f"{result.metric} of the shared arms vs the baseline, % ({helped} = sharing helped)")
     ax.grid(axis="x", alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=v.replace("_", " ")) for v, c in VERDICT_COLORS.items()]
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
