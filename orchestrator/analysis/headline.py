@@ -76,7 +76,8 @@ def _estimate_lines(result: Analysis) -> list[str]:
             f"Best configuration (exploratory: chosen as the best of {result.n_eligible} on the same seeds; "
             f"its interval is optimistic; no verdict): {best['label']} — ΔMTL (%) "
             f"{fmt_ci(best['dmtl'], best['dmtl_lo'], best['dmtl_hi'], n)} over {n} seeds, diverged "
-            f"{int(best['n_diverged'])}/{int(best['n_trials'])}."]
+            f"{int(best['n_diverged'])}/{int(best['n_trials'])}. To judge it (and each task's best), rerun them "
+            f"on fresh seeds: python -m orchestrator.sweep --confirm RUN_DIR --seeds ..."]
 
 
 def _asha_lines(result: Analysis) -> list[str]:
