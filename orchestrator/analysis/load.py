@@ -152,7 +152,7 @@ def _read_metrics(run_dir: Path | str, metric: str) -> pa.Table:
             raise AnalysisError(f"{where} cannot be read ({str(exc).splitlines()[0]}); move it out of "
                                 f"{METRICS_DIR}/ (its rows are then left out), or `{SWEEP_HINT} --resume` the "
                                 f"run, which sets it aside") from None
-        missing = [c for c in schema.names if c not in names]
+        missing = [c for c in schema.names if c not in names and c != COPY_METRIC]  # version 1 lacks it
         if missing:
             print(f"warning: ignoring {where}: not a metrics file of the sweep (no column {missing[0]})",
                   file=sys.stderr)
