@@ -28,7 +28,8 @@ def _synthetic_block(run: Path, seeds: list[int], planted: dict[str, float]) -> 
                                 rng_seed=seeds[0], sweep=run.name)
     table = pq.read_table(run / "trials.parquet")
     frame = table.to_pandas()
-    table = table.set_column(table.schema.get_field_index("seed"), "seed", pa.array(frame["seed"] + seeds[0], pa.int64()))
+    table = table.set_column(table.schema.get_field_index("seed"), "seed",
+                             pa.array(frame["seed"] + seeds[0], pa.int64()))
     table = table.set_column(table.schema.get_field_index("baseline_key"), "baseline_key",
                              pa.array(frame["baseline_key"] + f"-{seeds[0]}"))
     pq.write_table(table, run / "trials.parquet")

@@ -82,7 +82,8 @@ def fig_answer(result: Analysis) -> Figure:
     helped = "< 0" if better(result.metric) == "lower" else "> 0"
     ax.set_xlabel(f"{result.metric} of the shared arms vs the baseline, % ({helped} = sharing helped)")
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=v.replace("_", " ")) for v, c in VERDICT_COLORS.items()]
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=v.replace("_", " "))
+               for v, c in VERDICT_COLORS.items()]
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     return Figure("answer", "The answer per task",
                   "Each task's benefit pooled over all shared configurations, as the change of the metric relative "
@@ -383,6 +384,6 @@ def fig_samples(result: Analysis) -> Figure:
 
 
 def build_figures(result: Analysis) -> dict[str, Figure]:
-    figures = [fig_answer(result), fig_benefit(result), fig_alpha(result), fig_lambda(result), fig_modes(result), fig_budget(result),
-               fig_curves(result), fig_samples(result)]
+    figures = [fig_answer(result), fig_benefit(result), fig_alpha(result), fig_lambda(result), fig_modes(result),
+               fig_budget(result), fig_curves(result), fig_samples(result)]
     return {f.name: f for f in figures}
