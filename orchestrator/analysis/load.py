@@ -269,4 +269,5 @@ def load_runs(run_dirs: list[Path | str], metric: str) -> RunData:
                             f"(e.g. accuracy needs labelled tasks); choose another --metric")
     return RunData(run_dirs=run_dirs, metric=metric, trials=trials, tasks=tasks, iterations=iterations,
                    values=values, orphan_metric_rows=orphans, nn_ratio=nn_ratio,
-                   load_seconds=time.perf_counter() - started, schedulers=[read_scheduler(r) for r in run_dirs], confirms=[read_confirm(r) for r in run_dirs])
+                   load_seconds=time.perf_counter() - started, schedulers=[read_scheduler(r) for r in run_dirs],
+                   confirms=[read_confirm(r) for r in run_dirs])
