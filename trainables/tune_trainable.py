@@ -160,7 +160,7 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
     gan = MultiTaskGAN(gan_cfg, tasks=_tasks_for(gan_cfg), device=device,
                        metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
                        reference_tasks=_tasks_for(dataclasses.replace(gan_cfg, samples_per_task=None)))
-    where["arch"] = gan.arch  # the arch built (a config may leave it to the image size)
+    placement["arch"] = gan.arch  # the arch built (a config may leave it to the image size)
     done, spent, last_losses = _restore(gan)
     if done >= iterations and last_losses is not None:
         # Restored from a final checkpoint (PBT cloned a finished trial, or the driver died
