@@ -68,6 +68,10 @@ class FlatHyperparameters(Callback):
         return (type(self), (self.task_names,))
 
     def _set(self, trial) -> None:
+        config = trial.config.get("trial", trial.config)
+        if "arms" in config:  # a group of arms has no one set of hyperparameters: trials.parquet has each arm's
+            trial.evaluated_params = {"arms": len(config["arms"])}
+            return
         trial.evaluated_params = flat_hyperparameters(trial.config, self.task_names)
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:

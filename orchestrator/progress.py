@@ -40,6 +40,8 @@ def arm_label(config: dict[str, Any]) -> str:
     """The arm as a person names it: mode, alpha (soft only: it does nothing in the other modes),
     lambda (shared modes), seed."""
     trial = trial_of(config)
+    if "arms" in trial:  # a Tune trial training a group of arms (each has its own row in trials.parquet)
+        return f"group of {len(trial['arms'])} arms"
     mode = trial.get("mode", "?")
     parts = [mode]
     if mode == "soft":

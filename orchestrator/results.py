@@ -70,7 +70,7 @@ from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, HARD, LOSS_NA
                                  metrics_as_current, trials_schema, with_query)
 from trainables.config import GANConfig
 from trainables.keys import ORCHESTRATOR_KEYS
-from trainables.tune_trainable import SAMPLES_FILE, gan_config_dict, trial_of
+from trainables.tune_trainable import gan_config_dict, samples_file, trial_of
 
 
 
@@ -82,6 +82,36 @@ def canonical_trial(config: dict[str, Any]) -> dict[str, Any]:
         gan["lambdas"] = list(gan["lambdas"])
     plain = {**gan, **{k: trial[k] for k in ORCHESTRATOR_KEYS if k in trial and k not in ("config_id", "baseline_key")}}
     return ss.with_identity(plain)
+
+
+class Arm(NamedTuple):
+    """One arm of a Tune trial: the trial itself, or one arm of a trial that trains a group of
+    arms (``{"arms": [...]}``), whose rows carry ``trial_id`` ``<group>-a<k>`` and ``group_id``."""
+    trial_id: str
+    config: dict[str, Any]
+    group_id: str | None
+    index: int | None
+
+
+def arms_of(trial) -> list[Arm]:
+    config = trial_of(trial.config)
+    if "arms" not in config:
+        return [Arm(trial.trial_id, trial.config, None, None)]
+    return [Arm(arm_trial_id(trial.trial_id, k), arm, trial.trial_id, k) for k, arm in enumerate(config["arms"])]
+
+
+def arm_trial_id(group_id: str, index: int) -> str:
+    return f"{group_id}-a{index}"
+
+
+def arm_results(trial, result: dict[str, Any]) -> list[tuple[Arm, dict[str, Any]]]:
+    """(arm, its result) for every arm a Tune result reports: group-level keys (iteration,
+    step, time, where) with the arm's own metrics over them."""
+    arms = arms_of(trial)
+    if "arms" not in result:
+        return [(arms[0], result)]
+    shared = {k: v for k, v in result.items() if k != "arms"}
+    return [(arms[entry["arm"]], {**shared, **entry}) for entry in result["arms"]]
 
 
 class MetricsFile(NamedTuple):
@@ -236,17 +266,23 @@ class ParquetResults(Callback):
         if self._trials_seen == 0 and trials:
             self._adopt_tune_statuses(trials)  # a resumed sweep: Tune knows how each trial ended
         for trial in trials[self._trials_seen:]:
-            if trial.trial_id not in self._trials:
-                self._row(trial)["status"] = PENDING
-                self._trials_dirty = True
+            for arm in arms_of(trial):
+                if arm.trial_id not in self._trials:
+                    self._row(arm)["status"] = PENDING
+                    self._trials_dirty = True
         self._trials_seen = len(trials)
         if self._trials_dirty and self._trials_due():
             self._write_trials()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._set_status(trial, RUNNING)
+        for arm in arms_of(trial):
+            self._set_status(arm, RUNNING)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        for arm, arm_result in arm_results(trial, result):
+            self._arm_result(arm, arm_result)
+
+    def _arm_result(self, trial: Arm, result: dict) -> None:
         row = self._row(trial)
         if canonical_trial(trial.config)["config_id"] != row["config_id"]:
             row.update(config_columns(trial.config, self.task_names))  # PBT changed the trial's configuration
@@ -272,7 +308,7 @@ class ParquetResults(Callback):
         final = row["iterations_planned"] is not None and iteration_done >= int(row["iterations_planned"])
         self._pending.setdefault(trial.trial_id, []).extend(
             {"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-             "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
+             "group_id": trial.group_id, "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
              "task": t, "task_index": i,
              **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
              "time_s": float(result["time_s"]), "timestamp": timestamp, "final": final}
@@ -280,24 +316,30 @@ class ParquetResults(Callback):
         self._written.add(key)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
-        row = self._row(trial)
         query = self._files.query
-        row["checkpoint_path"] = _checkpoint_uri(checkpoint, query=query)
-        has_samples = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{SAMPLES_FILE}").is_file
-        row["samples_path"] = _checkpoint_uri(checkpoint, SAMPLES_FILE, query=query) if has_samples else None
+        for arm in arms_of(trial):
+            row = self._row(arm)
+            if row["status"] == DIVERGED:
+                continue
+            row["checkpoint_path"] = _checkpoint_uri(checkpoint, query=query)
+            samples = samples_file(arm.index)
+            has_samples = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{samples}").is_file
+            row["samples_path"] = _checkpoint_uri(checkpoint, samples, query=query) if has_samples else None
         self._trials_dirty = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._persist_pending()  # new part files only: the merge waits for the sweep's end
-        if self._row(trial)["status"] != DIVERGED:
-            self._row(trial)["status"] = TERMINATED
+        for arm in arms_of(trial):
+            if self._row(arm)["status"] != DIVERGED:
+                self._row(arm)["status"] = TERMINATED
         self._trials_dirty = True
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._persist_pending()
-        row = self._row(trial)
-        row["status"] = ERROR
-        row["error"] = first_error_line(trial)
+        for arm in arms_of(trial):
+            row = self._row(arm)
+            row["status"] = ERROR
+            row["error"] = first_error_line(trial)
         self._trials_dirty = True
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -390,7 +432,7 @@ class ParquetResults(Callback):
         self._last_flush = time.monotonic()
         self._trials_write_s = self._last_flush - started
 
-    def _set_status(self, trial, status: str) -> None:
+    def _set_status(self, trial: Arm, status: str) -> None:
         row = self._row(trial)
         if row["status"] != DIVERGED:
             row["status"] = status
@@ -399,25 +441,28 @@ class ParquetResults(Callback):
     def _adopt_tune_statuses(self, trials: list) -> None:
         """After a resume, trials.parquet may lag: take each trial's end from Tune's state."""
         for trial in trials:
-            row = self._row(trial)
             status = getattr(trial, "status", None)
-            if row["status"] == DIVERGED or status not in (TERMINATED, ERROR):
-                continue
-            if (getattr(trial, "last_result", None) or {}).get("diverged"):
-                row["status"], row["error"] = DIVERGED, str(trial.last_result.get("error", DIVERGED))
-            elif row["status"] != status:
-                row["status"] = status
-                if status == ERROR:
-                    row["error"] = first_error_line(trial)
-            self._trials_dirty = True
+            last = getattr(trial, "last_result", None) or {}
+            for arm in arms_of(trial):
+                row = self._row(arm)
+                if row["status"] == DIVERGED or status not in (TERMINATED, ERROR):
+                    continue
+                arm_last = {a.trial_id: r for a, r in arm_results(trial, last)}.get(arm.trial_id, {})
+                if arm_last.get("diverged"):
+                    row["status"], row["error"] = DIVERGED, str(arm_last.get("error", DIVERGED))
+                elif row["status"] != status:
+                    row["status"] = status
+                    if status == ERROR:
+                        row["error"] = first_error_line(trial)
+                self._trials_dirty = True
 
-    def _row(self, trial) -> dict[str, Any]:
-        """The trials.parquet row of a trial, created from its config on first sight."""
+    def _row(self, trial: Arm) -> dict[str, Any]:
+        """The trials.parquet row of an arm, created from its config on first sight."""
         if trial.trial_id in self._trials:
             return self._trials[trial.trial_id]
         row: dict[str, Any] = {k: None for k in self._schema.names}
         row.update({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-                    "status": PENDING, "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
+                    "group_id": trial.group_id, "status": PENDING, "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
                     **config_columns(trial.config, self.task_names)})
         self._trials[trial.trial_id] = row
         return row

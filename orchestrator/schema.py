@@ -28,6 +28,8 @@ from trainables.keys import LOSS_NAMES as LOSS_NAMES, METRIC_NAMES as METRIC_NAM
 # Also in version 2: trials.parquet's ``arch`` column (mlp/conv) and the modes feature and
 # feature_private (version-1 runs have no arch column: they were all mlp).
 # Also in version 2: metrics rows gain nn_ratio and copy_ct (the copying measures; version-1 runs lack them).
+# Also in version 2: group_id in metrics and trials (the Tune trial that trained an arm, when a
+# trial trains a group of arms; null in version-1 runs).
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
@@ -69,7 +71,8 @@ def better(metric: str) -> str:
 # ------------------------------------------------------------------ Parquet schemas
 METRICS_SCHEMA = pa.schema(
     [("schema_version", pa.int32()), ("sweep", pa.string()), ("trial_id", pa.string()),
-     ("config_id", pa.string()), ("iteration", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
+     ("group_id", pa.string()), ("config_id", pa.string()), ("iteration", pa.int32()), ("step", pa.int64()),
+     ("task", pa.string()),
      ("task_index", pa.int32())]
     + [(m, pa.float64()) for m in (*METRIC_NAMES, *LOSS_NAMES, "time_s")]
     + [("timestamp", pa.timestamp("us", tz="UTC")), ("final", pa.bool_())])
@@ -77,7 +80,9 @@ METRICS_SCHEMA = pa.schema(
 
 def metrics_as_current(table: pa.Table) -> pa.Table:
     """A metrics table of any readable version in METRICS_SCHEMA's types: version 1's float
-    unix-seconds timestamp becomes a timestamp, its missing final flag false."""
+    unix-seconds timestamp becomes a timestamp, its missing final flag false, group_id null."""
+    if "group_id" not in table.column_names:
+        table = table.append_column(METRICS_SCHEMA.field("group_id"), pa.nulls(table.num_rows, pa.string()))
     if "final" not in table.column_names:
         table = table.append_column("final", pa.array([False] * table.num_rows, pa.bool_()))
     if pa.types.is_floating(table.schema.field("timestamp").type):
@@ -101,7 +106,8 @@ def trials_schema(task_names: list[str]) -> pa.Schema:
     """trials.parquet columns (one ``lambda_/fid_/kid_<task>`` per task)."""
     f64, i64, s = pa.float64(), pa.int64(), pa.string()
     return pa.schema(
-        [("schema_version", pa.int32()), ("sweep", s), ("trial_id", s), ("config_id", s), ("baseline_key", s),
+        [("schema_version", pa.int32()), ("sweep", s), ("trial_id", s), ("group_id", s), ("config_id", s),
+         ("baseline_key", s),
          ("status", s), ("seed", i64), ("mode", s), ("alpha", f64)]
         + [(f"lambda_{t}", f64) for t in task_names]
         + [("data", s), ("samples_per_task", i64), ("width", i64), ("z_dim", i64), ("arch", s), ("lr", f64),

@@ -272,7 +272,8 @@ def _write_synthetic_metrics(rng: np.random.Generator, metrics_dir: Path, fid: n
     columns = {
         "schema_version": pa.array(np.full(n_rows, SCHEMA_VERSION, np.int32)),
         "sweep": pa.array(np.full(n_rows, sweep, dtype=object), pa.string()),
-        "trial_id": labels(t_rep, trial_ids), "config_id": labels(t_rep, np.array([a.config_id for a in arms])),
+        "trial_id": labels(t_rep, trial_ids), "group_id": pa.nulls(n_rows, pa.string()),
+        "config_id": labels(t_rep, np.array([a.config_id for a in arms])),
         "iteration": pa.array(its[i_rep].astype(np.int32)), "step": pa.array(its[i_rep].astype(np.int64) * 100),
         "task": labels(k_rep, np.array(tasks)), "task_index": pa.array(k_rep.astype(np.int32)),
         "fid": pa.array(fid_v), "kid": pa.array(fid_v / 1000.0 + rng.normal(0, 1e-4, n_rows)),
@@ -325,7 +326,8 @@ def _synthetic_trials(arms: list[_Arm], tasks: tuple[str, ...], sweep: str, tria
     n, ran = len(arms), done > 0
     columns: dict[str, object] = {
         "schema_version": np.full(n, SCHEMA_VERSION, np.int32), "sweep": np.full(n, sweep, dtype=object),
-        "trial_id": trial_ids, "config_id": np.array([a.config_id for a in arms]),
+        "trial_id": trial_ids, "group_id": np.full(n, None, dtype=object),
+        "config_id": np.array([a.config_id for a in arms]),
         "baseline_key": np.array(["b" + _stable_hash(a.width, a.seed) for a in arms]), "status": status,
         "seed": np.array([a.seed for a in arms], np.int64), "mode": np.array([a.mode for a in arms]),
         "alpha": np.array([a.alpha for a in arms], float),

@@ -19,6 +19,8 @@ from orchestrator.schema import RunLocation
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "state.pt"  # the trainable's checkpoint layout (trainables.tune_trainable)
+# An arm of a grouped trial: <group trial id>-a<index> (orchestrator.results.arm_trial_id).
+ARM_TRIAL_ID = re.compile(r"^(.+)-a(\d+)$")
 
 
 def checkpoints(run_dir: str | Path, trial_id: str) -> list[str]:
@@ -39,16 +41,24 @@ def load_trial(run_dir: str | Path, trial_id: str, device: str = "cpu"):
     import torch
 
     from trainables.config import GANConfig
-    from trainables.train import MultiTaskGAN
+    from trainables.train import MultiTaskGAN, arm_state
 
     run = RunLocation(run_dir)
     kept = checkpoints(run_dir, trial_id)
+    group_arm = ARM_TRIAL_ID.match(trial_id)
+    if not kept and group_arm:  # an arm of a trial that trained a group: the group's checkpoints
+        kept = checkpoints(run_dir, group_arm[1])
     if not kept:
         trials = [name for name in (run.subdirectories() if run.is_dir() else []) if checkpoints(run_dir, name)]
         raise FileNotFoundError(f"no checkpoint of trial {trial_id!r} in {run_dir} "
                                 f"(trials with one: {', '.join(trials) or 'none'})")
     with run.fs.open_input_file(f"{kept[-1]}/{STATE_FILE}") as f:
         state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+    if "configs" in state:  # a group's state: take the arm's slice
+        try:
+            state = arm_state(state, int(group_arm[2]))
+        except KeyError as e:
+            raise FileNotFoundError(f"trial {trial_id!r}: {e.args[0]}") from None
     gan = MultiTaskGAN(GANConfig.from_dict(state["config"]), device=device)
     gan.load_state_dict(state)
     return gan

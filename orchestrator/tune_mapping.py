@@ -28,7 +28,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 
 import search_spaces as ss
 from orchestrator.schema import HARD, INDEPENDENT
-from trainables.tune_trainable import trial_of
+from trainables.config import GANConfig
+from trainables.tune_trainable import gan_config_dict, trial_of
 
 METRIC, METRIC_MODE = "fid_mean", "min"
 TIME_ATTR = "iteration"
@@ -41,8 +42,22 @@ def is_baseline(config: dict[str, Any]) -> bool:
 def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, int]:
     """(param_space, search_alg or None, num_samples) for Tuner."""
     if spec.search in ("random", "grid"):
-        return {"trial": tune.grid_search(ss.expand_trials(spec, n_tasks))}, None, 1
+        trials = ss.expand_trials(spec, n_tasks)
+        if spec.arms_per_trial not in (1, "auto"):
+            trials = [{"arms": group} for group in pack_arms(trials, int(spec.arms_per_trial))]
+        return {"trial": tune.grid_search(trials)}, None, 1
     return _optuna_search(spec, n_tasks)
+
+
+def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
+    """Trials as groups of at most ``arms_per_trial`` arms that can share one batched model
+    (equal ``GANConfig.group_key``: soft and independent arms together, hard apart), in order."""
+    buckets: dict[tuple, list[dict[str, Any]]] = {}
+    for trial in trials:
+        key = GANConfig.from_dict(gan_config_dict(trial)).group_key()
+        buckets.setdefault(key, []).append(trial)
+    return [bucket[i:i + arms_per_trial] for bucket in buckets.values()
+            for i in range(0, len(bucket), arms_per_trial)]
 
 
 def optuna_available() -> bool:

@@ -24,7 +24,8 @@ GAN_KNOBS = ("samples_per_task", "test_fraction", "gan_loss", "width", "z_dim", 
 # Modes a sweep may name (the independent arm is added automatically); SHARED_MODES by default.
 SWEEP_MODES = SHARED_MODES + FEATURE_MODES
 TOP_KEYS = ("description", "data", "seeds", "num_samples", "search", "scheduler", "iterations",
-            "steps_per_iteration", "samples_kept", "space_seed", "max_failures", "keep_checkpoints", "fixed",
+            "steps_per_iteration", "samples_kept", "space_seed", "max_failures", "keep_checkpoints",
+            "arms_per_trial", "fixed",
             "knobs", "sharing")
 SHARING_KEYS = ("modes", "alpha", "lambdas")
 
@@ -52,6 +53,9 @@ class SweepSpec:
     description: str = ""
     max_failures: int = 1  # Tune FailureConfig: restarts of a crashed trial from its checkpoint
     keep_checkpoints: int = 1  # checkpoints a finished trial keeps (the last holds model and samples)
+    # Arms (configuration × seed) one Tune trial trains as one batched model; "auto" is resolved
+    # by the sweep (1 on CPU, a GPU share's worth on GPU) and recorded resolved.
+    arms_per_trial: int | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, **overrides: Any) -> "SweepSpec":
@@ -146,6 +150,7 @@ def _spec_from_dict(raw: Any, path: Path) -> SweepSpec:
         description=str(raw.get("description", "")),
         max_failures=_as_int(raw.get("max_failures", 1), "max_failures"),
         keep_checkpoints=_as_int(raw.get("keep_checkpoints", 1), "keep_checkpoints"),
+        arms_per_trial=raw.get("arms_per_trial", "auto"),
     )
     _check_spec(spec)
     return spec
@@ -191,6 +196,10 @@ def _check_spec(spec: SweepSpec) -> None:
     for name in ("num_samples", "iterations", "steps_per_iteration"):
         if getattr(spec, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
+    check_arms_per_trial(spec.arms_per_trial)
+    if spec.arms_per_trial not in (1, "auto") and (spec.search == "optuna" or spec.scheduler != "fifo"):
+        raise ValueError(f"arms_per_trial {spec.arms_per_trial} needs search random or grid and scheduler fifo "
+                         f"(grouped trials under ASHA, PBT or Optuna are not built yet); use 1")
     if spec.max_failures < 0:
         raise ValueError(f"max_failures must be >= 0, got {spec.max_failures}")
     if spec.keep_checkpoints < 1:
@@ -231,6 +240,11 @@ def _check_spec(spec: SweepSpec) -> None:
                              "as a grid or 'equal'")
     if spec.search == "optuna" and lam_kind == "grid":
         raise ValueError("search: optuna needs sharing.lambdas as dirichlet, loguniform or equal")
+
+
+def check_arms_per_trial(value: Any) -> None:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"arms_per_trial must be an integer >= 1 or 'auto', got {value!r}")
 
 
 def _is_number(x: Any) -> bool:

@@ -476,6 +476,17 @@ def _select_optimizer_state(state: dict[str, Any], index: torch.Tensor) -> dict[
     return {"state": per_param, "param_groups": state["param_groups"]}
 
 
+def arm_state(state: dict[str, Any], arm_id: int) -> dict[str, Any]:
+    """One arm's state out of a group's, as ``MultiTaskGAN.state_dict()`` writes it."""
+    if arm_id not in state["arm_ids"]:
+        raise KeyError(f"arm {arm_id} is not in this state (it diverged or was stopped before)")
+    a = list(state["arm_ids"]).index(arm_id)
+    index = torch.tensor([a])
+    return {"config": state["configs"][a], "step": state["step"],
+            **{net: {k: v[a:a + 1] for k, v in state[net].items()} for net in ("G", "D")},
+            **{opt: _select_optimizer_state(state[opt], index) for opt in ("opt_g", "opt_d")}}
+
+
 class MultiTaskGAN(PopulationGAN):
     """One arm: n GANs (G_i, D_i) trained together, with optional sharing through S."""
 

@@ -34,9 +34,14 @@ from ray import tune
 from trainables.config import INDEPENDENT, GANConfig
 from trainables.data import TaskSet, load_tasks
 from trainables.keys import METRIC_NAMES, ORCHESTRATOR_KEYS
-from trainables.train import DivergenceError, MultiTaskGAN
+from trainables.train import DivergenceError, MultiTaskGAN, PopulationGAN
 
 STATE_FILE, META_FILE, SAMPLES_FILE = "state.pt", "meta.json", "samples.npz"
+
+
+def samples_file(arm: int | None) -> str:
+    """A checkpoint's samples of one arm (``None``: a one-arm trial's)."""
+    return SAMPLES_FILE if arm is None else f"samples-a{arm}.npz"
 # With reuse_actors one worker process runs many trials of the same data: load it once.
 _TASKSET_CACHE: dict[tuple, TaskSet] = {}
 
@@ -149,6 +154,8 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
     # One line per checkpoint from Ray's storage layer would drown the progress lines.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     config = trial_of(config)
+    if "arms" in config:
+        return group_trainable(config["arms"])
     gan_cfg = GANConfig.from_dict(gan_config_dict(config))
     device, cpus, gpus = _device_and_share()
     steps = int(config["steps_per_iteration"])
@@ -183,3 +190,74 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory(prefix="mtgan-ckpt-") as tmp:
             _write_checkpoint(Path(tmp), gan, iteration, spent, keep, losses)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+# ------------------------------------------------------------------------ a group of arms
+def group_trainable(arms: list[dict[str, Any]]) -> None:
+    """A Tune trial that trains a group of arms as one PopulationGAN (``{"arms": [trial, ...]}``).
+
+    Each iteration reports one result: the group's iteration, step, time and place, its mean
+    fid/kid, and ``arms``: one entry per arm still training (``arm``: its index in the group,
+    then the metrics a one-arm trial reports), or, once, ``diverged`` and the error of an arm
+    that diverged in that iteration (it is dropped; the others go on unchanged). A checkpoint
+    holds the group's state, ``meta.json`` and ``samples-a<k>.npz`` per surviving arm."""
+    configs = [GANConfig.from_dict(gan_config_dict(arm)) for arm in arms]
+    device, cpus, gpus = _device_and_share()
+    first = arms[0]
+    steps, iterations = int(first["steps_per_iteration"]), int(first["iterations"])
+    keep = int(first.get("samples_kept", 16))
+    where = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+             "cpus": cpus, "gpus": gpus, "device": device}
+    group = PopulationGAN(configs, tasks=_tasks_for(configs[0]), device=device,
+                          metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
+                          reference_tasks=_tasks_for(dataclasses.replace(configs[0], samples_per_task=None)))
+    done, spent, last_losses = 0, 0.0, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            group.load_state_dict(load_state(Path(directory) / STATE_FILE, device))
+            meta = json.loads((Path(directory) / META_FILE).read_text())
+        done, spent, last_losses = int(meta["iteration"]), float(meta["time_s"]), meta.get("losses")
+    if done >= iterations and last_losses is not None:  # the driver died before Tune recorded the end
+        losses = {int(k): v for k, v in last_losses.items()}
+        tune.report(_group_metrics(group, done, spent, losses, group.evaluate(), {}, where))
+        return
+    for iteration in range(done + 1, iterations + 1):
+        started = time.perf_counter()
+        before = set(group.diverged)
+        out = group.train(steps)
+        diverged = {arm: error for arm, error in group.diverged.items() if arm not in before}
+        per_arm = group.evaluate() if group.arm_ids else {}
+        spent += time.perf_counter() - started
+        losses = {arm: {k: [float(x) for x in v] for k, v in arm_losses.items()} for arm, arm_losses in out.items()}
+        metrics = _group_metrics(group, iteration, spent, losses, per_arm, diverged, where)
+        if not group.arm_ids:  # every arm diverged: nothing left to train or checkpoint
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="mtgan-ckpt-") as tmp:
+            torch.save(group.state_dict(), Path(tmp) / STATE_FILE)
+            (Path(tmp) / META_FILE).write_text(json.dumps({"iteration": iteration, "time_s": spent,
+                                                           "step": group.step, "losses": losses}))
+            if keep > 0:
+                samples = group.sample(keep)
+                for a, arm in enumerate(group.arm_ids):
+                    np.savez_compressed(Path(tmp) / samples_file(arm), images=samples[a],
+                                        tasks=np.array(group.tasks.names))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _group_metrics(group: PopulationGAN, iteration: int, spent: float, losses: dict[int, dict[str, list[float]]],
+                   per_arm: dict[int, list[dict[str, float]]], diverged: dict[int, DivergenceError],
+                   where: dict[str, Any]) -> dict[str, Any]:
+    entries = []
+    for arm in group.arm_ids:
+        entry = _metrics(group, iteration, spent, losses[arm], per_arm[arm], {})
+        entries.append({"arm": arm, **{k: v for k, v in entry.items() if k not in ("iteration", "step", "time_s")}})
+    for arm, error in diverged.items():
+        entries.append({"arm": arm, "diverged": True, "error": str(error),
+                        "fid_mean": float("inf"), "kid_mean": float("inf")})
+    fids = [e["fid_mean"] for e in entries if not e["diverged"]]
+    kids = [e["kid_mean"] for e in entries if not e["diverged"]]
+    return {"iteration": iteration, "step": group.step, "time_s": spent, "diverged": not group.arm_ids, **where,
+            "fid_mean": float(np.mean(fids)) if fids else float("inf"),
+            "kid_mean": float(np.mean(kids)) if kids else float("inf"), "arms": entries}

@@ -1,0 +1,73 @@
+"""Sweeps whose Tune trials train groups of arms: the same Parquet as one arm per trial, with
+group_id naming the Tune trial (real Ray, Tune, training and Parquet)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import orchestrator
+from orchestrator.schema import SCHEMA_VERSION
+from orchestrator.sweep import main
+from tests.test_sweep import read_run
+
+KEYS = ["config_id", "seed"]
+
+
+@pytest.fixture(scope="module")
+def runs(ray_local, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("grouped")
+    assert main(["--space", "smoke", "--storage", str(storage), "--name", "grouped", "--arms-per-trial", "3"]) == 0
+    assert main(["--space", "smoke", "--storage", str(storage), "--name", "single"]) == 0
+    return storage / "grouped", storage / "single"
+
+
+def test_grouped_sweep_writes_one_row_per_arm_iteration_and_task(runs):
+    metrics, trials, record = read_run(runs[0])
+    tasks, planned = record["tasks"], record["trials"]
+    assert record["spec"]["arms_per_trial"] == 3
+    assert len(trials) == len(planned) and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"TERMINATED"}
+    assert len(metrics) == len(planned) * record["spec"]["iterations"] * len(tasks)
+    assert not metrics.duplicated(["trial_id", "iteration", "task"]).any()
+    assert set(metrics["schema_version"]) == set(trials["schema_version"]) == {SCHEMA_VERSION}
+    # group_id names the Tune trial: at most 3 arms each, hard arms never with the others
+    sizes = trials.groupby("group_id").size()
+    assert sizes.max() == 3 and len(sizes) < len(trials)
+    assert (trials.groupby("group_id")["mode"].agg(lambda m: ("hard" in set(m)) <= (set(m) == {"hard"}))).all()
+    by_arm = metrics.drop_duplicates("trial_id").set_index("trial_id")["group_id"]
+    assert by_arm.to_dict() == trials.set_index("trial_id")["group_id"].to_dict()
+
+
+def test_an_arm_trained_in_a_group_reports_what_it_reports_alone(runs):
+    grouped, single = (read_run(run) for run in runs)
+    columns = ["iteration", "task", "fid", "kid", "g_loss", "d_loss", "precision", "recall"]
+    for (metrics, trials, _), name in ((grouped, "grouped"), (single, "single")):
+        assert trials[KEYS].value_counts().max() == 1, name
+    merged = [m.merge(t[["trial_id", "seed"]], on="trial_id")[[*KEYS, *columns]].sort_values([*KEYS, "iteration", "task"])
+              .reset_index(drop=True) for m, t, _ in (grouped, single)]
+    assert len(merged[0]) == len(merged[1])
+    pd.testing.assert_frame_equal(merged[0][[*KEYS, "iteration", "task", "g_loss", "d_loss"]],
+                                  merged[1][[*KEYS, "iteration", "task", "g_loss", "d_loss"]])  # same training
+    # the metrics of one batched classifier pass equal the per-arm ones up to float rounding
+    np.testing.assert_allclose(merged[0][["fid", "kid", "precision", "recall"]].to_numpy(),
+                               merged[1][["fid", "kid", "precision", "recall"]].to_numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_load_trial_gives_an_arm_of_a_group(runs):
+    _, trials, _ = read_run(runs[0])
+    row = trials[trials["group_id"].duplicated(keep=False)].iloc[1]
+    gan = orchestrator.load_trial(runs[0], row["trial_id"])
+    assert gan.config.seed == row["seed"] and gan.config.mode == row["mode"]
+    kept = np.load(row["samples_path"])
+    np.testing.assert_allclose(gan.sample(kept["images"].shape[1]), kept["images"], atol=1e-5)
+
+
+def test_arms_per_trial_is_checked_before_anything_runs(tmp_path, capsys):
+    for bad, message in ((["--arms-per-trial", "0"], "arms_per_trial must be an integer >= 1"),
+                         (["--arms-per-trial", "x"], "--arms-per-trial must be an integer"),
+                         (["--arms-per-trial", "4", "--scheduler", "asha"], "needs search random or grid")):
+        assert main(["--space", "smoke", "--storage", str(tmp_path), *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())
