@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 
 import search_spaces as ss
+from orchestrator.schema import SCHEMA_VERSION
 from orchestrator.sweep import main
 from orchestrator.testing import read_run, write_space
 
@@ -35,6 +36,7 @@ def test_smoke_sweep_end_to_end(ray_local, tmp_path, capsys):
     assert (metrics["final"] == (metrics["iteration"] == spec.iterations)).all()
     assert set(trials["arch"]) == {"mlp"}  # 8×8 digits: the arch by image size
     assert metrics["nn_ratio"].notna().all() and (metrics["nn_ratio"] > 0).all()  # copying measured
+    assert trials["group_id"].isna().all() and metrics["group_id"].isna().all()  # one arm per trial on CPU
     assert np.isfinite(metrics[["fid", "kid", "g_loss", "d_loss"]].to_numpy()).all()
 
     # the config columns are what was sampled (order-free: match on config_id + seed)
