@@ -308,7 +308,8 @@ class ParquetResults(Callback):
         final = row["iterations_planned"] is not None and iteration_done >= int(row["iterations_planned"])
         self._pending.setdefault(trial.trial_id, []).extend(
             {"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-             "group_id": trial.group_id, "config_id": row["config_id"], "iteration": iteration_done, "step": int(result["step"]),
+             "group_id": trial.group_id, "config_id": row["config_id"], "iteration": iteration_done,
+             "step": int(result["step"]),
              "task": t, "task_index": i,
              **{m: float(result[f"{m}/{t}"]) for m in (*METRIC_NAMES, *LOSS_NAMES)},
              "time_s": float(result["time_s"]), "timestamp": timestamp, "final": final}
@@ -462,7 +463,8 @@ class ParquetResults(Callback):
             return self._trials[trial.trial_id]
         row: dict[str, Any] = {k: None for k in self._schema.names}
         row.update({"schema_version": SCHEMA_VERSION, "sweep": self.sweep, "trial_id": trial.trial_id,
-                    "group_id": trial.group_id, "status": PENDING, "iterations": 0, "cpus": self.cpus, "gpus": self.gpus,
+                    "group_id": trial.group_id, "status": PENDING, "iterations": 0, "cpus": self.cpus,
+                    "gpus": self.gpus,
                     **config_columns(trial.config, self.task_names)})
         self._trials[trial.trial_id] = row
         return row

@@ -9,7 +9,7 @@ import pytest
 import orchestrator
 from orchestrator.schema import SCHEMA_VERSION
 from orchestrator.sweep import main
-from tests.test_sweep import read_run
+from orchestrator.testing import read_run
 
 KEYS = ["config_id", "seed"]
 
@@ -44,8 +44,8 @@ def test_an_arm_trained_in_a_group_reports_what_it_reports_alone(runs):
     columns = ["iteration", "task", "fid", "kid", "g_loss", "d_loss", "precision", "recall"]
     for (metrics, trials, _), name in ((grouped, "grouped"), (single, "single")):
         assert trials[KEYS].value_counts().max() == 1, name
-    merged = [m.merge(t[["trial_id", "seed"]], on="trial_id")[[*KEYS, *columns]].sort_values([*KEYS, "iteration", "task"])
-              .reset_index(drop=True) for m, t, _ in (grouped, single)]
+    merged = [m.merge(t[["trial_id", "seed"]], on="trial_id")[[*KEYS, *columns]]
+              .sort_values([*KEYS, "iteration", "task"]).reset_index(drop=True) for m, t, _ in (grouped, single)]
     assert len(merged[0]) == len(merged[1])
     pd.testing.assert_frame_equal(merged[0][[*KEYS, "iteration", "task", "g_loss", "d_loss"]],
                                   merged[1][[*KEYS, "iteration", "task", "g_loss", "d_loss"]])  # same training

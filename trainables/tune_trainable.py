@@ -206,7 +206,7 @@ def group_trainable(arms: list[dict[str, Any]]) -> None:
     first = arms[0]
     steps, iterations = int(first["steps_per_iteration"]), int(first["iterations"])
     keep = int(first.get("samples_kept", 16))
-    where = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+    placement = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
              "cpus": cpus, "gpus": gpus, "device": device}
     group = PopulationGAN(configs, tasks=_tasks_for(configs[0]), device=device,
                           metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
@@ -220,7 +220,7 @@ def group_trainable(arms: list[dict[str, Any]]) -> None:
         done, spent, last_losses = int(meta["iteration"]), float(meta["time_s"]), meta.get("losses")
     if done >= iterations and last_losses is not None:  # the driver died before Tune recorded the end
         losses = {int(k): v for k, v in last_losses.items()}
-        tune.report(_group_metrics(group, done, spent, losses, group.evaluate(), {}, where))
+        tune.report(_group_metrics(group, done, spent, losses, group.evaluate(), {}, placement))
         return
     for iteration in range(done + 1, iterations + 1):
         started = time.perf_counter()
@@ -230,7 +230,7 @@ def group_trainable(arms: list[dict[str, Any]]) -> None:
         per_arm = group.evaluate() if group.arm_ids else {}
         spent += time.perf_counter() - started
         losses = {arm: {k: [float(x) for x in v] for k, v in arm_losses.items()} for arm, arm_losses in out.items()}
-        metrics = _group_metrics(group, iteration, spent, losses, per_arm, diverged, where)
+        metrics = _group_metrics(group, iteration, spent, losses, per_arm, diverged, placement)
         if not group.arm_ids:  # every arm diverged: nothing left to train or checkpoint
             tune.report(metrics)
             return
@@ -248,16 +248,16 @@ def group_trainable(arms: list[dict[str, Any]]) -> None:
 
 def _group_metrics(group: PopulationGAN, iteration: int, spent: float, losses: dict[int, dict[str, list[float]]],
                    per_arm: dict[int, list[dict[str, float]]], diverged: dict[int, DivergenceError],
-                   where: dict[str, Any]) -> dict[str, Any]:
+                   placement: dict[str, Any]) -> dict[str, Any]:
     entries = []
     for arm in group.arm_ids:
-        entry = _metrics(group, iteration, spent, losses[arm], per_arm[arm], {})
+        entry = _iteration_result(group, iteration, spent, losses[arm], per_arm[arm], {})
         entries.append({"arm": arm, **{k: v for k, v in entry.items() if k not in ("iteration", "step", "time_s")}})
     for arm, error in diverged.items():
         entries.append({"arm": arm, "diverged": True, "error": str(error),
                         "fid_mean": float("inf"), "kid_mean": float("inf")})
     fids = [e["fid_mean"] for e in entries if not e["diverged"]]
     kids = [e["kid_mean"] for e in entries if not e["diverged"]]
-    return {"iteration": iteration, "step": group.step, "time_s": spent, "diverged": not group.arm_ids, **where,
+    return {"iteration": iteration, "step": group.step, "time_s": spent, "diverged": not group.arm_ids, **placement,
             "fid_mean": float(np.mean(fids)) if fids else float("inf"),
             "kid_mean": float(np.mean(kids)) if kids else float("inf"), "arms": entries}
