@@ -7,7 +7,6 @@ from collections import Counter
 import numpy as np
 
 import search_spaces as ss
-from orchestrator.schema import SCHEMA_VERSION
 from orchestrator.sweep import main
 from orchestrator.testing import read_run, write_space
 
