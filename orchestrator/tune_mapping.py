@@ -51,10 +51,14 @@ def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, 
 
 def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
     """Trials as groups of at most ``arms_per_trial`` arms that can share one batched model
-    (equal ``GANConfig.group_key``: soft and independent arms together, hard apart), in order."""
+    (equal ``GANConfig.group_key``: soft and independent arms together, hard apart; with a
+    capped ``samples_per_task`` also one seed), in order."""
     buckets: dict[tuple, list[dict[str, Any]]] = {}
     for trial in trials:
-        key = GANConfig.from_dict(gan_config_dict(trial)).group_key()
+        config = GANConfig.from_dict(gan_config_dict(trial))
+        # A capped training pool is drawn per seed (data.load_tasks' subset_seed) and a group
+        # trains on one pool: then only arms of one seed share a group.
+        key = (config.group_key(), config.seed if config.samples_per_task is not None else None)
         buckets.setdefault(key, []).append(trial)
     return [bucket[i:i + arms_per_trial] for bucket in buckets.values()
             for i in range(0, len(bucket), arms_per_trial)]

@@ -33,7 +33,8 @@ def test_grouped_sweep_writes_one_row_per_arm_iteration_and_task(runs):
     assert set(metrics["schema_version"]) == set(trials["schema_version"]) == {SCHEMA_VERSION}
     # group_id names the Tune trial: at most 3 arms each, hard arms never with the others
     sizes = trials.groupby("group_id").size()
-    assert sizes.max() == 3 and len(sizes) < len(trials)
+    assert sizes.max() > 1 and sizes.max() <= 3 and len(sizes) < len(trials)
+    assert (trials.groupby("group_id")["seed"].nunique() == 1).all()  # a capped pool is drawn per seed
     assert (trials.groupby("group_id")["mode"].agg(lambda m: ("hard" in set(m)) <= (set(m) == {"hard"}))).all()
     by_arm = metrics.drop_duplicates("trial_id").set_index("trial_id")["group_id"]
     assert by_arm.to_dict() == trials.set_index("trial_id")["group_id"].to_dict()

@@ -211,6 +211,7 @@ def group_trainable(arms: list[dict[str, Any]]) -> None:
     group = PopulationGAN(configs, tasks=_tasks_for(configs[0]), device=device,
                           metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
                           reference_tasks=_tasks_for(dataclasses.replace(configs[0], samples_per_task=None)))
+    placement["arch"] = group.arch  # the arch built (a config may leave it to the image size)
     done, spent, last_losses = 0, 0.0, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
