@@ -756,9 +756,11 @@ def _main(argv: list[str] | None) -> int:
             lock.release(discard=True)  # nothing written: bad input leaves no trace
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ImportError as e:  # boto3 missing for an s3:// lock
+    except ImportError as e:
         if lock is not None:
             lock.release(discard=True)
+        if e.name not in ("boto3", "botocore"):  # only an s3:// lock's client may be missing
+            raise
         print(f"error: locking an object-store run needs {e.name} (pip install {e.name})", file=sys.stderr)
         return 2
     import ray
