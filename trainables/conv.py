@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainables.model import PopNetwork
+
 LEAK = 0.2
 INIT_STD = 0.02  # DCGAN (Radford et al. 2016): kernels from N(0, 0.02)
 MIN_SIZE, MAX_SIZE = 8, 128
@@ -125,39 +127,14 @@ class PopConv(nn.Module):
         self.shared_bias.copy_(self.bias.mean(1, keepdim=True))
 
 
-class PopConvNet(nn.Module):
-    """Interface shared by the conv generator and encoder (the network-level half of PopMLP's)."""
-
-    layers: nn.ModuleList
+class PopConvNet(PopNetwork):
+    """The conv generator's and encoder's common base: the sharing interface and the image geometry."""
 
     def _geometry(self, n_tasks: int, image_shape: tuple[int, int, int]) -> tuple[int, int]:
         self.n_tasks, self.image_shape = n_tasks, tuple(image_shape)
         if image_shape[1] != image_shape[2]:
             raise ValueError(f"conv arch needs square images, got {image_shape[1]}×{image_shape[2]}")
         return conv_geometry(image_shape[1])
-
-    def soft_layers(self) -> list[PopConv]:
-        return [layer for layer in self.layers if layer.sharing == "soft"]
-
-    def shareable_layers(self) -> list[PopConv]:
-        return [layer for layer in self.layers if layer.sharing != "independent"]
-
-    def pull_penalty(self) -> torch.Tensor:
-        """(A,): Σ over soft layers of each arm's Σ_i ‖θ_i − S‖²."""
-        return sum(layer.pull_penalty() for layer in self.soft_layers())
-
-    def pull_(self, rate: torch.Tensor) -> None:
-        for layer in self.soft_layers():
-            layer.pull_(rate)
-
-    def update_shared(self) -> None:
-        for layer in self.soft_layers():
-            layer.update_shared()
-
-    def arm_parameters(self) -> list[tuple[str, torch.Tensor, bool]]:
-        """(name, tensor (A, T or 1, ...), is_shared): where a non-finite value belongs."""
-        return [(f"layers.{k}.{name}", p, layer.sharing == "hard")
-                for k, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
 
 
 def _layer_sharing(mode: str, shared: bool) -> str:

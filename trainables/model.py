@@ -91,7 +91,36 @@ class PopLinear(nn.Module):
         self.shared_bias.copy_(self.bias.mean(1, keepdim=True))
 
 
-class PopMLP(nn.Module):
+class PopNetwork(nn.Module):
+    """The network-level sharing interface over ``self.layers`` (MLP and conv networks alike)."""
+
+    layers: nn.ModuleList
+
+    def soft_layers(self) -> list[nn.Module]:
+        return [layer for layer in self.layers if layer.sharing == "soft"]
+
+    def shareable_layers(self) -> list[nn.Module]:
+        return [layer for layer in self.layers if layer.sharing != "independent"]
+
+    def pull_penalty(self) -> torch.Tensor:
+        """(A,): Σ over soft layers of each arm's Σ_i ‖θ_i − S‖²."""
+        return sum(layer.pull_penalty() for layer in self.soft_layers())
+
+    def pull_(self, rate: torch.Tensor) -> None:
+        for layer in self.soft_layers():
+            layer.pull_(rate)
+
+    def update_shared(self) -> None:
+        for layer in self.soft_layers():
+            layer.update_shared()
+
+    def arm_parameters(self) -> list[tuple[str, torch.Tensor, bool]]:
+        """(name, tensor (A, T or 1, ...), is_shared): where a non-finite value belongs."""
+        return [(f"layers.{k}.{name}", p, layer.sharing == "hard")
+                for k, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
+
+
+class PopMLP(PopNetwork):
     """A stack of PopLinear layers with LeakyReLU between them."""
 
     def __init__(self, n_tasks: int, sizes: list[int], shared_layers: set[int], mode: str,
@@ -118,28 +147,6 @@ class PopMLP(nn.Module):
             x = self._activate(layer.forward_task(x, arm, task), k)
         return x
 
-    def soft_layers(self) -> list[PopLinear]:
-        return [layer for layer in self.layers if layer.sharing == "soft"]
-
-    def shareable_layers(self) -> list[PopLinear]:
-        return [layer for layer in self.layers if layer.sharing != "independent"]
-
-    def pull_penalty(self) -> torch.Tensor:
-        """(A,): Σ over soft layers of each arm's Σ_i ‖θ_i − S‖²."""
-        return sum(layer.pull_penalty() for layer in self.soft_layers())
-
-    def pull_(self, rate: torch.Tensor) -> None:
-        for layer in self.soft_layers():
-            layer.pull_(rate)
-
-    def update_shared(self) -> None:
-        for layer in self.soft_layers():
-            layer.update_shared()
-
-    def arm_parameters(self) -> list[tuple[str, torch.Tensor, bool]]:
-        """(name, tensor (A, T or 1, ...), is_shared): where a non-finite value belongs."""
-        return [(f"layers.{k}.{name}", p, layer.sharing == "hard")
-                for k, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
 
 
 N_LAYERS = 3
