@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import search_spaces as ss
-from orchestrator.schema import INDEPENDENT, SWEEP_FILE, RunLocation
+from orchestrator.schema import SWEEP_FILE, RunLocation
 from trainables.cli import UsageError
 
 CONFIRM_KEY = "confirm"
@@ -47,8 +47,10 @@ def explore_trials(explore_dir: str) -> list[dict[str, Any]]:
 
 
 def confirm_trials(trials: list[dict[str, Any]], config_ids: list[str], seeds: list[int]) -> list[dict[str, Any]]:
-    """For every fresh seed: the baseline arm, then each chosen configuration, as trial dicts with
-    their identity recomputed (config_id is seed-free, so a chosen configuration keeps its id)."""
+    """For every fresh seed: the baseline arms (as many replicates per seed as the exploration
+    ran), then each chosen configuration, as trial dicts with their identity recomputed
+    (config_id is seed-free, so a chosen configuration keeps its id)."""
+    replicates = 1 + max((int(t.get("replicate", 0)) for t in trials), default=0)
     templates = {}
     for trial in trials:
         if trial.get("config_id") in config_ids and trial["config_id"] not in templates:
@@ -62,10 +64,10 @@ def confirm_trials(trials: list[dict[str, Any]], config_ids: list[str], seeds: l
         for cid in dict.fromkeys(config_ids):
             plain = {k: v for k, v in templates[cid].items() if k not in ("config_id", "baseline_key")}
             plain["seed"] = int(seed)
-            base = {**plain, **ss.baseline_arm(len(plain.get("lambdas") or [1.0])), "mode": INDEPENDENT}
-            base_trial = ss.with_identity(base)
-            if base_trial["baseline_key"] not in baselines_done:
-                baselines_done.add(base_trial["baseline_key"])
-                out.append(base_trial)
+            bases = [ss.with_identity({**plain, **arm})
+                     for arm in ss.baseline_arms(len(plain.get("lambdas") or [1.0]), replicates)]
+            if bases[0]["baseline_key"] not in baselines_done:
+                baselines_done.add(bases[0]["baseline_key"])
+                out += bases
             out.append(ss.with_identity(plain))
     return out

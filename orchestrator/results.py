@@ -494,7 +494,8 @@ def config_columns(config: dict[str, Any], task_names: list[str]) -> dict[str, A
     lambdas = cfg.task_lambdas(len(task_names))
     return {
         "config_id": plain["config_id"], "baseline_key": plain["baseline_key"],
-        "seed": cfg.seed, "mode": cfg.mode, "alpha": math.inf if cfg.mode == HARD else cfg.alpha,
+        "seed": cfg.seed, "replicate": cfg.replicate, "mode": cfg.mode,
+        "alpha": math.inf if cfg.mode == HARD else cfg.alpha,
         **{f"lambda_{t}": lam for t, lam in zip(task_names, lambdas)},
         "data": cfg.data, "samples_per_task": cfg.samples_per_task, "width": cfg.width, "z_dim": cfg.z_dim,
         "lr": cfg.lr, "batch_size": cfg.batch_size, "gan_loss": cfg.gan_loss, "eval_samples": cfg.eval_samples,

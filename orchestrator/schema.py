@@ -30,6 +30,8 @@ from trainables.keys import LOSS_NAMES as LOSS_NAMES, METRIC_NAMES as METRIC_NAM
 # Also in version 2: metrics rows gain nn_ratio and copy_ct (the copying measures; version-1 runs lack them).
 # Also in version 2: group_id in metrics and trials (the Tune trial that trained an arm, when a
 # trial trains a group of arms; null in version-1 runs).
+# Also in version 2: trials.parquet's ``replicate`` (which of a seed's independent baselines, 0 for
+# every other trial; runs written before it have one baseline per seed: read as 0).
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
@@ -108,7 +110,7 @@ def trials_schema(task_names: list[str]) -> pa.Schema:
     return pa.schema(
         [("schema_version", pa.int32()), ("sweep", s), ("trial_id", s), ("group_id", s), ("config_id", s),
          ("baseline_key", s),
-         ("status", s), ("seed", i64), ("mode", s), ("alpha", f64)]
+         ("status", s), ("seed", i64), ("replicate", i64), ("mode", s), ("alpha", f64)]
         + [(f"lambda_{t}", f64) for t in task_names]
         + [("data", s), ("samples_per_task", i64), ("width", i64), ("z_dim", i64), ("arch", s), ("lr", f64),
            ("batch_size", i64), ("gan_loss", s), ("eval_samples", i64), ("steps_per_iteration", i64),

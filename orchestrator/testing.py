@@ -145,6 +145,7 @@ class _Arm:
     width: int
     seed: int
     planted: list[float]
+    replicate: int = 0
 
 
 def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "1", "2", "3"),
@@ -158,7 +159,8 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
                         diverged_fraction: float = 0.05, error_fraction: float = 0.02,
                         running_fraction: float = 0.0, samples: str = "some", files: int = 4,
                         include_baseline: bool = True, rng_seed: int = 0, sweep: str = "synthetic",
-                        with_accuracy: bool = True, copying_modes: tuple[str, ...] = ()) -> dict:
+                        with_accuracy: bool = True, copying_modes: tuple[str, ...] = (),
+                        baselines_per_seed: int = 1) -> dict:
     """Write a run directory (``metrics/``, ``trials.parquet``, ``sweep.json``) with a planted truth.
 
     The final FID of a trial on task k is ``base_k + seed_effect[seed, k] - benefit(cfg, k) + e``
@@ -168,12 +170,13 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
     units, positive = sharing helped; a dict gives a constant per task, a callable gets (mode,
     alpha, lambdas, task_index). A fraction of the shared trials stops early, diverges, errors or
     is still running. ``nn_ratio`` is ~1 (no copying) except for trials of ``copying_modes`` (~0.2).
+    ``baselines_per_seed`` independent trials per seed (``replicate`` 0, 1, ...), each with its own noise.
     Returns the truth: ``{"benefit": {config_id: [per task]}, "trials": n, ...}``.
     """
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
     arms = _synthetic_arms(tasks, seeds, alphas, lambdas, hard, soft_alpha_zero, widths, benefit, include_baseline,
-                           feature_alphas)
+                           feature_alphas, baselines_per_seed)
     fid = _synthetic_fid(rng, arms, seeds, widths, len(tasks), noise if pair_noise is None else pair_noise,
                          iterations)
     is_base = np.array([a.mode == INDEPENDENT for a in arms])
@@ -196,8 +199,10 @@ def write_synthetic_run(run_dir: str | Path, *, tasks: tuple[str, ...] = ("0", "
 def _synthetic_arms(tasks: tuple[str, ...], seeds: int, alphas: tuple[float, ...],
                     lambdas: tuple[tuple[float, ...], ...] | None, hard: bool, soft_alpha_zero: bool,
                     widths: tuple[int, ...], benefit: dict[str, float] | BenefitFn | None,
-                    include_baseline: bool, feature_alphas: tuple[float, ...] = ()) -> list[_Arm]:
-    """Every trial: each configuration (baseline, soft at each α and λ, hard at each λ) × width × seed."""
+                    include_baseline: bool, feature_alphas: tuple[float, ...] = (),
+                    baselines_per_seed: int = 1) -> list[_Arm]:
+    """Every trial: each configuration (baseline replicates, soft at each α and λ, hard at each λ)
+    × width × seed."""
     n_tasks = len(tasks)
     lambdas = lambdas if lambdas is not None else ((1.0,) * n_tasks,)
     benefit = benefit if benefit is not None else {t: 0.0 for t in tasks}
@@ -205,7 +210,7 @@ def _synthetic_arms(tasks: tuple[str, ...], seeds: int, alphas: tuple[float, ...
                              else (lambda mode, alpha, lam, k: float(benefit.get(tasks[k], 0.0))))
     configs: list[tuple[str, float, tuple[float, ...]]] = []
     if include_baseline:
-        configs.append((INDEPENDENT, 0.0, (1.0,) * n_tasks))
+        configs += [(INDEPENDENT, 0.0, (1.0,) * n_tasks)] * baselines_per_seed
     soft_alphas = ((0.0,) if soft_alpha_zero else ()) + tuple(alphas)
     configs += [(SOFT, a, lam) for a in soft_alphas for lam in lambdas]
     if hard:
@@ -213,10 +218,11 @@ def _synthetic_arms(tasks: tuple[str, ...], seeds: int, alphas: tuple[float, ...
     configs += [(FEATURE, a, lam) for a in feature_alphas for lam in lambdas]
     arms = []
     for width in widths:
-        for mode, alpha, lam in configs:
+        for position, (mode, alpha, lam) in enumerate(configs):
             config_id = INDEPENDENT if mode == INDEPENDENT else "c" + _stable_hash(mode, alpha, lam, width)
             planted = [0.0 if mode == INDEPENDENT else benefit_fn(mode, alpha, lam, k) for k in range(n_tasks)]
-            arms += [_Arm(config_id, mode, alpha, lam, width, seed, planted) for seed in range(seeds)]
+            replicate = position if mode == INDEPENDENT else 0  # the baselines come first
+            arms += [_Arm(config_id, mode, alpha, lam, width, seed, planted, replicate) for seed in range(seeds)]
     return arms
 
 
@@ -329,7 +335,8 @@ def _synthetic_trials(arms: list[_Arm], tasks: tuple[str, ...], sweep: str, tria
         "trial_id": trial_ids, "group_id": np.full(n, None, dtype=object),
         "config_id": np.array([a.config_id for a in arms]),
         "baseline_key": np.array(["b" + _stable_hash(a.width, a.seed) for a in arms]), "status": status,
-        "seed": np.array([a.seed for a in arms], np.int64), "mode": np.array([a.mode for a in arms]),
+        "seed": np.array([a.seed for a in arms], np.int64),
+        "replicate": np.array([a.replicate for a in arms], np.int64), "mode": np.array([a.mode for a in arms]),
         "alpha": np.array([a.alpha for a in arms], float),
         **{f"lambda_{task}": np.array([a.lambdas[k] for a in arms], float) for k, task in enumerate(tasks)},
         "data": np.full(n, "digits:classes=" + ",".join(tasks), dtype=object),

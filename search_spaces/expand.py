@@ -1,6 +1,7 @@
 """A validated sweep spec expanded into trials: the shared configurations drawn up front from
-``space_seed``, the independent baseline arm of every (seed, knob combination), and the
-``config_id``/``baseline_key`` that pair them (see README.md here). Pure Python (numpy): no Ray.
+``space_seed``, the independent baseline arms of every (seed, knob combination) (``replicate``
+0, 1, ... when ``baselines_per_seed`` > 1), and the ``config_id``/``baseline_key`` that pair them
+(see README.md here). Pure Python (numpy): no Ray.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from trainables.config import HARD, INDEPENDENT
 from trainables.keys import ORCHESTRATOR_KEYS
 
 # Keys left out of config_id besides mode/α/λ's own: a configuration is the same at every seed.
-IDENTITY_EXCLUDED = ("seed", "config_id", "baseline_key")
+IDENTITY_EXCLUDED = ("seed", "replicate", "config_id", "baseline_key")
+MAX_BASELINES_PER_SEED = 3
 
 
 def sample_shared_configs(spec: SweepSpec, n_tasks: int) -> list[dict[str, Any]]:
@@ -73,6 +75,25 @@ def baseline_arm(n_tasks: int) -> dict[str, Any]:
     return {"mode": INDEPENDENT, "alpha": 0.0, "lambdas": [1.0] * n_tasks}
 
 
+def dunnett_baselines(n_shared: int) -> int:
+    """Dunnett's allocation: with k arms compared against one control, the control gets √k times
+    each arm's replicates -- as independent baseline trials per seed, 1 to MAX_BASELINES_PER_SEED."""
+    return int(np.clip(round(math.sqrt(max(1, n_shared))), 1, MAX_BASELINES_PER_SEED))
+
+
+def baselines_per_seed(spec: SweepSpec, n_shared: int) -> int:
+    """The spec's ``baselines_per_seed`` with "auto" resolved for ``n_shared`` configurations."""
+    value = spec.baselines_per_seed
+    return dunnett_baselines(n_shared) if value == "auto" else int(value)
+
+
+def baseline_arms(n_tasks: int, replicates: int) -> list[dict[str, Any]]:
+    """A seed's independent arms: one plain arm, or ``replicates`` of them numbered by ``replicate``."""
+    if replicates == 1:
+        return [baseline_arm(n_tasks)]
+    return [{**baseline_arm(n_tasks), "replicate": r} for r in range(replicates)]
+
+
 def knob_combinations(spec: SweepSpec) -> list[dict[str, Any]]:
     keys = sorted(spec.knobs)
     return [dict(zip(keys, values)) for values in itertools.product(*(spec.knobs[k] for k in keys))]
@@ -87,14 +108,15 @@ def base_trial(spec: SweepSpec) -> dict[str, Any]:
 def expand_trials(spec: SweepSpec, n_tasks: int) -> list[dict[str, Any]]:
     """Every trial of a random/grid sweep as a flat dict (GANConfig fields + orchestrator keys).
 
-    Order: for each knob combination and seed, the baseline arm first, then the shared
+    Order: for each knob combination and seed, the baseline arms first, then the shared
     configurations, so an interrupted sweep has its baselines.
     """
     shared = sample_shared_configs(spec, n_tasks)
+    bases = baseline_arms(n_tasks, baselines_per_seed(spec, len(shared)))
     trials = []
     for knobs in knob_combinations(spec):
         for seed in spec.seeds:
-            for arm in [baseline_arm(n_tasks), *shared]:
+            for arm in [*bases, *shared]:
                 trial = {**base_trial(spec), **knobs, **arm, "seed": int(seed)}
                 trials.append(with_identity(trial))
     return trials
@@ -115,9 +137,10 @@ def config_id(trial: dict[str, Any]) -> str:
 
 
 def baseline_key(trial: dict[str, Any]) -> str:
-    """Hash of everything except mode/alpha/lambdas (seed included): a trial's pairing key."""
+    """Hash of everything except mode/alpha/lambdas/replicate (seed included): a trial's pairing
+    key, shared by a seed's baseline replicates."""
     rest = {k: v for k, v in trial.items()
-            if k not in ("mode", "alpha", "lambdas", "config_id", "baseline_key")}
+            if k not in ("mode", "alpha", "lambdas", "replicate", "config_id", "baseline_key")}
     return _digest(rest)
 
 

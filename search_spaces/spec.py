@@ -25,7 +25,7 @@ GAN_KNOBS = ("samples_per_task", "test_fraction", "gan_loss", "width", "z_dim", 
 SWEEP_MODES = SHARED_MODES + FEATURE_MODES
 TOP_KEYS = ("description", "data", "seeds", "num_samples", "search", "scheduler", "iterations",
             "steps_per_iteration", "samples_kept", "space_seed", "max_failures", "keep_checkpoints",
-            "arms_per_trial", "fixed",
+            "arms_per_trial", "baselines_per_seed", "fixed",
             "knobs", "sharing")
 SHARING_KEYS = ("modes", "alpha", "lambdas")
 
@@ -56,6 +56,9 @@ class SweepSpec:
     # Arms (configuration × seed) one Tune trial trains as one batched model; "auto" is resolved
     # by the sweep (1 on CPU, a GPU share's worth on GPU) and recorded resolved.
     arms_per_trial: int | str = "auto"
+    # Independent baseline trials per (seed, knobs), each with its own training streams: an
+    # integer >= 1, or "auto" (Dunnett's allocation, √(shared configurations) capped at 3).
+    baselines_per_seed: int | str = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, **overrides: Any) -> "SweepSpec":
@@ -151,6 +154,7 @@ def _spec_from_dict(raw: Any, path: Path) -> SweepSpec:
         max_failures=_as_int(raw.get("max_failures", 1), "max_failures"),
         keep_checkpoints=_as_int(raw.get("keep_checkpoints", 1), "keep_checkpoints"),
         arms_per_trial=raw.get("arms_per_trial", "auto"),
+        baselines_per_seed=raw.get("baselines_per_seed", 1),
     )
     _check_spec(spec)
     return spec
@@ -200,6 +204,12 @@ def _check_spec(spec: SweepSpec) -> None:
     if spec.arms_per_trial not in (1, "auto") and (spec.search == "optuna" or spec.scheduler != "fifo"):
         raise ValueError(f"arms_per_trial {spec.arms_per_trial} needs search random or grid and scheduler fifo "
                          f"(grouped trials under ASHA, PBT or Optuna are not built yet); use 1")
+    bps = spec.baselines_per_seed
+    if bps != "auto" and (isinstance(bps, bool) or not isinstance(bps, int) or bps < 1):
+        raise ValueError(f"baselines_per_seed must be an integer >= 1 or 'auto', got {bps!r}")
+    if bps not in (1, "auto") and spec.search == "optuna":
+        raise ValueError(f"baselines_per_seed {bps} needs search random or grid (an optuna sweep runs one "
+                         f"baseline per seed); use 1")
     if spec.max_failures < 0:
         raise ValueError(f"max_failures must be >= 0, got {spec.max_failures}")
     if spec.keep_checkpoints < 1:

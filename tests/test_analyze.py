@@ -278,7 +278,7 @@ def test_pooled_runs_and_duplicate_baselines(small_run: Path, tmp_path: Path) ->
     assert len(pooled.data.trials) == 2 * len(single.data.trials)
     assert len(pooled.pairs) == 2 * len(single.pairs)
     reasons = dict(zip(pooled.excluded["reason"], pooled.excluded["independent"]))
-    assert reasons["duplicate independent trial for a baseline_key (not used)"] == 5
+    assert reasons["duplicate independent trial for a baseline_key and replicate (not used)"] == 5
     assert any("RUNNING" in n for n in single.notes)
 
 

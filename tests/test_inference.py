@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from search_spaces import dunnett_baselines
 from orchestrator.analysis.inference import (
-    COPY_NN_RATIO, alpha_curve, baselines_per_seed, best_configuration, copies, effect_log_ratio,
+    COPY_NN_RATIO, alpha_curve, best_configuration, copies, effect_log_ratio,
     exploratory_test, family_tests, holm, log_benefit, metric_change_percent, obrien_fleming_bounds,
     pooled_per_seed, power, power_statement, seeds_needed, sequential_verdicts, t_stats, verdict_codes, z_of_p,
 )
@@ -119,7 +120,7 @@ def test_log_benefit_geometric_baseline_and_missing_trials() -> None:
     assert y[0].tolist() == pytest.approx([math.log(2), math.log(0.5)])  # geometric mean 4
     assert y[1, 0] == pytest.approx(math.log(2)) and math.isnan(y[1, 1])  # a diverged baseline is skipped
     assert metric_change_percent(math.log(1 / 1.12)) == pytest.approx(12.0)
-    assert [baselines_per_seed(k) for k in (1, 3, 6, 9, 30)] == [1, 2, 2, 3, 3]
+    assert [dunnett_baselines(k) for k in (1, 3, 6, 9, 30)] == [1, 2, 2, 3, 3]
 
 
 def test_obrien_fleming_bounds_match_published_values() -> None:

@@ -81,6 +81,49 @@ def test_pairing_structure():
     assert len(per_config) == 2 * spec.num_samples  # knob values are part of a configuration
 
 
+def test_baseline_replicates_per_seed_dunnett_allocation():
+    assert [ss.dunnett_baselines(k) for k in (1, 3, 6, 9, 30)] == [1, 2, 2, 3, 3]
+    spec = spec_with(seeds=(0, 1), num_samples=4, baselines_per_seed="auto")
+    trials = ss.expand_trials(spec, 2)
+    baselines = [t for t in trials if t["mode"] == "independent"]
+    # √4 = 2 replicates per seed, numbered, one pairing key and config_id per seed
+    assert Counter((t["seed"], t["replicate"]) for t in baselines) == {(s, r): 1 for s in (0, 1) for r in (0, 1)}
+    assert {t["config_id"] for t in baselines} == {"independent"}
+    for seed in (0, 1):
+        keys = {t["baseline_key"] for t in trials if t["seed"] == seed}
+        assert len(keys) == 1  # shared trials pair with both replicates of their seed
+    # a shared configuration's identity is the one a sweep without replicates gives it
+    plain = ss.expand_trials(spec_with(seeds=(0, 1), num_samples=4), 2)
+    assert [t for t in trials if t["mode"] != "independent"] == [t for t in plain if t["mode"] != "independent"]
+    assert all("replicate" not in t for t in plain)
+    three = spec_with(num_samples=4, baselines_per_seed=3)
+    assert len(ss.expand_trials(three, 2)) == len(three.seeds) * (4 + 3)
+    # a confirmation run (orchestrator.confirm) gives its fresh seeds as many replicates
+    from orchestrator.confirm import confirm_trials
+
+    chosen = trials[-1]["config_id"]
+    fresh = confirm_trials(trials, [chosen], [9])
+    assert [(t["mode"], t.get("replicate"), t["seed"]) for t in fresh][:2] == [("independent", 0, 9),
+                                                                               ("independent", 1, 9)]
+    assert [t["config_id"] for t in fresh] == ["independent", "independent", chosen]
+
+
+def test_baseline_replicates_train_apart_on_one_data_subset():
+    from trainables.config import GANConfig
+    from trainables.train import PopulationGAN
+
+    trials = ss.expand_trials(spec_with(seeds=(5,), num_samples=1, baselines_per_seed=2,
+                                        fixed={"samples_per_task": 10, "width": 16, "eval_samples": 8}), 2)
+    configs = [GANConfig.from_dict(ss.gan_fields(t)) for t in trials if t["mode"] == "independent"]
+    assert [c.replicate for c in configs] == [0, 1] and len({c.group_key() for c in configs}) == 1
+    population = PopulationGAN(configs)  # one group: one training pool, the seed's subset
+    alone = PopulationGAN(configs[:1])
+    first_layer = next(population.G.parameters())
+    assert not first_layer[0].equal(first_layer[1])  # each replicate its own initialisation
+    assert first_layer[0].equal(next(alone.G.parameters())[0])  # replicate 0 is the seed's own streams
+    assert not population._train_keys[0].equal(population._train_keys[1])
+
+
 def test_expansion_is_deterministic_and_seeded():
     spec = ss.load_space("smoke")
     assert ss.expand_trials(spec, 2) == ss.expand_trials(spec, 2)
@@ -112,6 +155,8 @@ def test_gan_fields_build_configs():
     ({"seeds": "0,1"}, "'seeds' must be a list"),
     ({"steps_per_iteration": None}, "missing key 'steps_per_iteration'"),
     ({"search": "bayes"}, "search must be one of"),
+    ({"baselines_per_seed": 0}, "baselines_per_seed must be an integer >= 1 or 'auto'"),
+    ({"baselines_per_seed": 2, "search": "optuna"}, "baselines_per_seed 2 needs search random or grid"),
 ])
 def test_validation_errors_name_the_key_and_file(tmp_path, changes, needle):
     path = write_space(tmp_path, **changes)

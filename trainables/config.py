@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 GAN_LOSSES = ("minimax", "nonsaturating", "hinge")
 PULLS = ("decoupled", "l2")
 # What may differ between the arms of one batched group (see GANConfig.group_key).
-ARM_FIELDS = ("mode", "alpha", "lambdas", "seed")
+ARM_FIELDS = ("mode", "alpha", "lambdas", "seed", "replicate")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class GANConfig:
     (``trainables.precision``). ``pull`` is how α acts: ``decoupled`` (after each optimiser step
     θ_i ← θ_i − lr·α·(θ_i − S): the same coupling on every layer, whatever the gradient scale)
     or ``l2`` (α‖θ_i − S‖² added to the loss, which Adam divides by each parameter's gradient
-    RMS).
+    RMS). ``replicate`` numbers the independent baselines of one seed (a sweep's
+    ``baselines_per_seed``): each trains on the seed's data subset with its own random streams.
     """
 
     data: str = "digits:classes=0,1,2,3"
@@ -53,6 +54,7 @@ class GANConfig:
     lr: float = 1e-3
     beta1: float = 0.5
     seed: int = 0
+    replicate: int = 0
     eval_samples: int = 500
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -78,6 +80,8 @@ class GANConfig:
         for name in ("share_g", "share_d"):
             if not 0 <= int(getattr(self, name)) <= 3:
                 raise ValueError(f"{name} must be between 0 and 3 layers, got {getattr(self, name)!r}")
+        if isinstance(self.replicate, bool) or not isinstance(self.replicate, int) or self.replicate < 0:
+            raise ValueError(f"replicate must be an integer >= 0, got {self.replicate!r}")
         if self.samples_per_task is not None and int(self.samples_per_task) < 1:
             raise ValueError(f"samples_per_task must be >= 1, got {self.samples_per_task!r}")
         if not 0 < self.test_fraction < 1:
@@ -102,7 +106,7 @@ class GANConfig:
     def group_key(self) -> tuple:
         """Arms with equal keys can train as one batched model: same data, shapes and optimiser;
         they may differ in mode (soft with independent; hard, feature and feature_private each
-        only with itself), α, λ and seed."""
+        only with itself), α, λ, seed and replicate."""
         shared = tuple(getattr(self, f.name) for f in dataclasses.fields(self)
                        if f.name not in ARM_FIELDS and f.name != "extra")
         return shared + (self.mode if self.mode in (HARD, *FEATURE_MODES) else SOFT,)

@@ -42,9 +42,11 @@ REAL_DRAW, FAKE_D_DRAW, FAKE_G_DRAW = range(3)
 _MASK32 = 0xFFFFFFFF
 
 
-def stream_keys(seed: int) -> np.ndarray:
-    """(3, 2) uint32 keys of the seed's init, train and eval streams."""
-    return np.stack([child.generate_state(2) for child in np.random.SeedSequence(seed).spawn(3)])
+def stream_keys(seed: int, replicate: int = 0) -> np.ndarray:
+    """(3, 2) uint32 keys of the init, train and eval streams of (seed, replicate). Replicate 0
+    is the seed's own entropy (SeedSequence pads [seed] with zeros: [seed, 0] is seed itself)."""
+    entropy = [seed, replicate] if replicate else seed
+    return np.stack([child.generate_state(2) for child in np.random.SeedSequence(entropy).spawn(3)])
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,7 @@ class PopulationGAN:
         self.image_shape = self.tasks.image_shape
         image_dim = int(np.prod(self.image_shape))
 
-        keys = [stream_keys(c.seed) for c in self.configs]
+        keys = [stream_keys(c.seed, c.replicate) for c in self.configs]
         inits = [torch.Generator().manual_seed(int(k[INIT_STREAM, 0]) << 32 | int(k[INIT_STREAM, 1]))
                  for k in keys]
         self.arch = resolve_arch(config.arch, self.image_shape)

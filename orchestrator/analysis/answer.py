@@ -13,7 +13,7 @@ import pandas as pd
 from orchestrator.analysis import inference
 from orchestrator.analysis.inference import Test
 from orchestrator.analysis.load import RunData
-from orchestrator.analysis.pairing import Pairing
+from orchestrator.analysis.pairing import Pairing, baseline_values
 from orchestrator.schema import INDEPENDENT, direction
 
 ALL_IMAGES = "all"
@@ -94,24 +94,17 @@ def _regime_of(trials: pd.DataFrame) -> np.ndarray:
     return np.array([ALL_IMAGES if not np.isfinite(c) else str(int(c)) for c in cap], dtype=object)
 
 
+def _safe_log(values: np.ndarray) -> np.ndarray:
+    """log of a positive metric; NaN for a non-positive or missing one (a KID below 0, a diverged trial)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log(values), np.nan)
+
+
 def pair_log_ratios(data: RunData, pairing: Pairing) -> np.ndarray:
     """(P, K) log(metric_base / metric_shared) for lower-is-better metrics (the inverse for the
-    others), metric_base the geometric mean of every usable independent trial of the pair's
-    baseline_key at the pair's iteration (2-3 baselines per seed by design; one works too)."""
-    keys = data.trials["baseline_key"].astype(str).to_numpy()
-    bases = pd.DataFrame({"key": keys[pairing.baselines], "base_trial": pairing.baselines})
-    pairs = pd.DataFrame({"pair": np.arange(len(pairing.shared)), "key": keys[pairing.shared]})
-    joined = pairs.merge(bases, on="key")
-    base_values = data.values[joined["base_trial"].to_numpy(), pairing.iteration[joined["pair"].to_numpy()]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_base = np.where(base_values > 0, np.log(base_values), np.nan)
-    n_tasks = data.values.shape[2]
-    mean_log_base = (pd.DataFrame(log_base).groupby(joined["pair"].to_numpy()).mean()
-                     .reindex(range(len(pairing.shared))).to_numpy().reshape(-1, n_tasks))
-    shared = data.values[pairing.shared, pairing.iteration]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_shared = np.where(shared > 0, np.log(shared), np.nan)
-    y = mean_log_base - log_shared
+    others), metric_base the geometric mean of the seed's baseline replicates at the pair's
+    iteration (2-3 per seed by Dunnett's allocation; one works too)."""
+    y = baseline_values(data.values, pairing, _safe_log) - _safe_log(data.values[pairing.shared, pairing.iteration])
     return y if direction(data.metric) < 0 else -y
 
 

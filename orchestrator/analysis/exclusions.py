@@ -23,7 +23,7 @@ def exclusion_table(status: np.ndarray, is_base: np.ndarray, pairing: Pairing) -
         ("unpaired: its independent trial diverged/errored/has no metrics", *count(pairing.unpaired_bad_base)),
         ("no iteration reached by both trials of the pair", pairing.no_common, 0),
         ("no valid iteration at or before its configuration's common iteration", pairing.off_config, 0),
-        ("duplicate independent trial for a baseline_key (not used)", 0, pairing.duplicate_bases),
+        ("duplicate independent trial for a baseline_key and replicate (not used)", 0, pairing.duplicate_bases),
     ]
     excluded = pd.DataFrame(rows, columns=["reason", "shared", INDEPENDENT])
     return excluded[(excluded["shared"] > 0) | (excluded[INDEPENDENT] > 0)].reset_index(drop=True)

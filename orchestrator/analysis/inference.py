@@ -6,9 +6,9 @@ the benefit of a shared arm over the baseline at the same seed is the log ratio
     y = log(metric_base / metric_shared)        (> 0: sharing helps; a ratio, not a difference,
                                                  because seed noise is multiplicative and skewed)
 
-with ``metric_base`` the geometric mean of the seed's independent baselines (2–3 per seed; see
-:func:`baselines_per_seed`). A seed's pooled benefit for a task is the mean of y over the seed's
-shared configurations.
+with ``metric_base`` the geometric mean of the seed's independent baselines (a sweep's
+``baselines_per_seed``, by design 2–3: :func:`search_spaces.dunnett_baselines`). A seed's pooled
+benefit for a task is the mean of y over the seed's shared configurations.
 
 * Primary family (declared up front): one hypothesis per task, "the pooled benefit is 0", tested
   with Student t over seeds and Holm's step-down over the tasks at family-wise level ``alpha``.
@@ -87,12 +87,6 @@ def best_configuration(y: np.ndarray) -> np.ndarray:
 def metric_change_percent(log_ratio: float | np.ndarray) -> float | np.ndarray:
     """The shared arm's metric relative to the baseline's, in percent: -10 = 10% lower (better)."""
     return 100.0 * np.expm1(-np.asarray(log_ratio, dtype=float))
-
-
-def baselines_per_seed(n_shared: int) -> int:
-    """Dunnett's allocation: with k arms compared against one control, the control gets √k times
-    each arm's replicates; as independent baseline trials per seed, 1 to 3."""
-    return int(np.clip(round(math.sqrt(max(1, n_shared))), 1, 3))
 
 
 # ----------------------------------------------------------------------------- t and Holm, vectorised

@@ -1,8 +1,12 @@
 """Which shared trial is compared with which independent trial, and at which iteration.
 
-A shared trial pairs with the usable independent trial of equal ``baseline_key`` (the one with
-most valid iterations if several). All pairs of one configuration are compared at one
-iteration, the last all of them reached (see CONVENTIONS.md, "Pairing").
+A shared trial pairs with the usable independent trials of equal ``baseline_key``: a seed's
+baseline replicates (``replicate`` 0, 1, ...; runs without the column have one, replicate 0),
+whose mean is the pair's baseline value (:func:`baseline_values`). Of several trials of one
+(key, replicate) -- pooled runs of the same seeds -- the one with most valid iterations is used.
+The pair's iterations are those the shared trial and the key's best-covered replicate both
+reached; all pairs of one configuration are compared at one iteration, the last all of them
+reached (see CONVENTIONS.md, "Pairing").
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ class Pairing:
     """The pairs (P of them) and what was left out of them, for T trials and C configurations."""
 
     shared: np.ndarray         # (P,) trial numbers of the shared trials
-    base: np.ndarray           # (P,) each one's independent trial (one per seed: the resampling cluster)
+    base: np.ndarray           # (P,) each one's first independent trial (one per seed: the resampling cluster)
+    base_trials: np.ndarray    # (P, R) all its baseline replicates' trial numbers, -1 padded
     config: np.ndarray         # (P,) position of the pair's configuration in config_ids
     iteration: np.ndarray      # (P,) index into RunData.iterations where the pair is compared
     config_ids: pd.Index       # (C,) the shared configurations, in order of first appearance
@@ -33,7 +38,8 @@ class Pairing:
     no_common: int             # pairs without an iteration both trials reached
     off_config: int            # pairs without a valid iteration at or before their configuration's
     moved_back: int            # pairs compared before their own last common iteration
-    duplicate_bases: int       # independent trials not used (another of the same key has more iterations)
+    duplicate_bases: int       # independent trials not used (another of the same key and replicate has more
+                               # iterations)
 
 
 def trial_arms(trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,13 +83,28 @@ def _check_arms(data: RunData, is_base: np.ndarray, usable: np.ndarray, failed: 
                             f"{what_to_do(data.trials[~is_base])}")
 
 
-def _baseline_of_key(keys: np.ndarray, baselines: np.ndarray, valid: np.ndarray) -> tuple[pd.Series, int]:
-    """The independent trial used per baseline_key (most valid iterations, then the first) and how
-    many others were left unused."""
-    frame = pd.DataFrame({"key": keys[baselines], "trial": baselines, "n": valid[baselines].sum(1)})
+def replicates_of(trials: pd.DataFrame) -> np.ndarray:
+    """(T,) each trial's baseline replicate (0 where the run has no such column or no value)."""
+    if "replicate" not in trials:
+        return np.zeros(len(trials), np.int64)
+    return pd.to_numeric(trials["replicate"], errors="coerce").fillna(0).to_numpy(np.int64)
+
+
+def _baselines_of_key(keys: np.ndarray, replicate: np.ndarray, baselines: np.ndarray,
+                      valid: np.ndarray) -> tuple[pd.Series, pd.Series, int]:
+    """Per baseline_key: the representative independent trial (the replicate with most valid
+    iterations, then the first), every replicate's trial as a -1 padded row, and how many
+    independent trials were left unused (a second trial of one key and replicate)."""
+    frame = pd.DataFrame({"key": keys[baselines], "rep": replicate[baselines], "trial": baselines,
+                          "n": valid[baselines].sum(1)})
     frame = frame.sort_values(["key", "n", "trial"], ascending=[True, False, True])
-    chosen = frame.drop_duplicates("key")
-    return pd.Series(chosen["trial"].to_numpy(), index=chosen["key"].to_numpy()), len(frame) - len(chosen)
+    chosen = frame.drop_duplicates(["key", "rep"])
+    representative = chosen.drop_duplicates("key")
+    grouped = chosen.groupby("key", sort=False)["trial"].apply(list)
+    width = max(1, int(grouped.map(len).max())) if len(grouped) else 1
+    rows = grouped.map(lambda t: t + [-1] * (width - len(t)))
+    return (pd.Series(representative["trial"].to_numpy(), index=representative["key"].to_numpy()), rows,
+            len(frame) - len(chosen))
 
 
 def _configuration_cap(pair_config: np.ndarray, pair_last: np.ndarray, n_cfg: int) -> np.ndarray:
@@ -107,7 +128,8 @@ def pair_trials(data: RunData) -> Pairing:
 
     keys = data.trials["baseline_key"].astype(str).to_numpy()
     baselines = np.flatnonzero(usable & is_base)
-    base_of_key, duplicate_bases = _baseline_of_key(keys, baselines, valid)
+    base_of_key, replicates_of_key, duplicate_bases = _baselines_of_key(keys, replicates_of(data.trials),
+                                                                        baselines, valid)
     shared_idx = np.flatnonzero(usable & ~is_base)
     partner = base_of_key.reindex(keys[shared_idx]).to_numpy()
     has_partner = ~pd.isna(partner)
@@ -128,14 +150,30 @@ def pair_trials(data: RunData) -> Pairing:
     cap = _configuration_cap(pair_config, pair_last, len(shared_configs))
     common_last = last_true(common & (np.arange(common.shape[1]) <= cap[pair_config][:, None]))
     compared = common_last >= 0  # False only with holes in the curves: nothing in common with the others
+    base_trials = np.array(replicates_of_key.reindex(keys[shared]).tolist(), dtype=np.int64).reshape(len(shared), -1)
     return Pairing(
-        shared=shared[compared], base=base[compared], config=pair_config[compared],
+        shared=shared[compared], base=base[compared], base_trials=base_trials[compared], config=pair_config[compared],
         iteration=common_last[compared], config_ids=shared_configs, config_cap=cap, usable=usable,
         last_iter=last_iter, baselines=baselines,
         unpaired_no_key=_mask(len(status), shared_idx[~has_partner & no_key]),
         unpaired_bad_base=_mask(len(status), shared_idx[~has_partner & ~no_key]),
         no_common=int((~ok).sum()), off_config=int((~compared).sum()),
         moved_back=int((compared & (common_last < pair_last)).sum()), duplicate_bases=duplicate_bases)
+
+
+def baseline_values(values: np.ndarray, pairing: Pairing, transform=None) -> np.ndarray:
+    """(P, K) each pair's baseline at its iteration: the mean over the seed's baseline replicates
+    that have a value there (NaN where none has). ``transform`` (e.g. a safe log) is applied to
+    each replicate's value before the mean (the log gives the geometric mean's log)."""
+    trials = np.where(pairing.base_trials >= 0, pairing.base_trials, 0)
+    per_replicate = values[trials, pairing.iteration[:, None]]  # (P, R, K)
+    if transform is not None:
+        per_replicate = transform(per_replicate)
+    per_replicate = np.where((pairing.base_trials >= 0)[..., None], per_replicate, np.nan)
+    counts = np.isfinite(per_replicate).sum(1)
+    with np.errstate(invalid="ignore"):
+        total = np.where(np.isfinite(per_replicate), per_replicate, 0.0).sum(1)
+    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
 
 
 def _mask(n: int, true_at: np.ndarray) -> np.ndarray:

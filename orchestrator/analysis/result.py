@@ -14,7 +14,7 @@ from orchestrator.analysis.estimates import (AlphaCurve, alpha_curve, benefit_ta
                                              config_table, pooled_estimates)
 from orchestrator.analysis.exclusions import divergence_table, exclusion_table, status_table
 from orchestrator.analysis.load import RunData
-from orchestrator.analysis.pairing import Pairing, pair_trials, trial_arms
+from orchestrator.analysis.pairing import Pairing, baseline_values, pair_trials, trial_arms
 from orchestrator.analysis.verdicts import headline_verdicts
 from orchestrator.schema import RUNNING
 
@@ -62,9 +62,10 @@ class Analysis:
 
 
 def _paired_values(data: RunData, pairing: Pairing) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(benefit (P, K), ΔMTL (P,), the per-task ΔMTL denominator or None: the pair's own baseline)."""
+    """(benefit (P, K), ΔMTL (P,), the per-task ΔMTL denominator or None: the pair's own baseline,
+    the mean of its seed's baseline replicates)."""
     m_shared = data.values[pairing.shared, pairing.iteration]
-    m_base = data.values[pairing.base, pairing.iteration]
+    m_base = baseline_values(data.values, pairing)
     scale = None
     if data.metric in stats.UNSTABLE_RELATIVE:  # per-task median of the usable baselines at their last iteration
         scale = pd.DataFrame(data.values[pairing.baselines, pairing.last_iter[pairing.baselines]]).median()
