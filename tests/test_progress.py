@@ -37,3 +37,41 @@ def test_work_counts_finished_arms_whole_and_running_ones_by_iteration():
 
 def test_durations():
     assert [duration(s) for s in (0, 42.4, 187, 7500)] == ["0s", "42s", "3m07s", "2h05m"]
+
+
+class _Trial:
+    """What Progress reads from a Tune trial."""
+
+    def __init__(self, trial_id: str, status: str = "PENDING", iteration: int = 0) -> None:
+        self.trial_id, self.status = trial_id, status
+        self.config = {"trial": {"mode": "soft", "alpha": 0.5, "lambdas": [1.0, 1.0], "seed": 0, "iterations": 4}}
+        self.last_result = {"iteration": iteration} if iteration else {}
+
+
+def test_progress_counts_follow_tunes_events_across_a_resume(capsys):
+    from orchestrator.progress import Progress
+
+    progress = Progress(total=5, iterations=4, every_seconds=1e9)
+    # A resumed sweep: one trial ended under the driver before, one was restored mid-way.
+    trials = [_Trial("a", "TERMINATED", 4), _Trial("b", "PENDING", 2)]
+    progress.on_step_begin(0, trials)
+    assert "1/5 done, 0 running, 4 pending  ETA -" in progress.status_line(trials)
+    trials += [_Trial("c"), _Trial("d")]  # the searcher adds trials as it goes
+    for trial in trials[1:3]:
+        trial.status = "RUNNING"
+        progress.on_trial_start(0, trials, trial)
+    trials[1].last_result = {"iteration": 3, "fid_mean": 2.0}
+    progress.on_trial_result(0, trials, trials[1], trials[1].last_result)
+    assert "1/5 done, 2 running, 2 pending  ETA ~" in progress.status_line(trials)  # work done here: an ETA
+    trials[1].last_result = {"iteration": 4, "fid_mean": 2.0}
+    trials[1].status = "TERMINATED"
+    progress.on_trial_complete(0, trials, trials[1])
+    trials[2].status = "ERROR"
+    progress.on_trial_error(0, trials, trials[2])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[2/5]") and lines[0].endswith("done  (trial b)")
+    assert lines[1].startswith("[3/5]") and "FAILED: error" in lines[1]
+    assert "3/5 done, 0 running, 2 pending" in progress.status_line(trials)
+    trials[2].status = "RUNNING"  # restarted after its error
+    progress.on_trial_start(0, trials, trials[2])
+    assert "2/5 done, 1 running, 2 pending" in progress.status_line(trials)
