@@ -4,6 +4,9 @@
   so ``--resume`` can refuse planted files before anything is unpickled (``verify_run_state``).
 - ``resume_mode``: after a SIGKILL at any moment, whether a run can be restored, or nothing ran
   and it starts afresh from its sweep.json (``discard_unstarted_state``).
+- ``ResumableCheckpoints``: on ``--resume``, a trial whose recorded checkpoint is missing or
+  incomplete (a full disk, a state saved before Tune deleted an old checkpoint) goes on from its
+  newest whole earlier checkpoint, or from scratch, instead of failing.
 - ``Interrupts``: SIGINT / SIGTERM stop Tune gracefully (its last state saved) and the driver
   then exits 130 / 143 with the resume command.
 - ``storage_failure``: the OSError behind a failing store (disk full...), for one line.
@@ -14,6 +17,7 @@ import errno
 import fnmatch
 import json
 import os
+import pickle
 import signal
 import sys
 import time
@@ -175,6 +179,102 @@ def discard_unstarted_state(run: RunLocation) -> list[str]:
         run.fs.move(run.sub(METRICS_DIR), run.sub(aside))
         notes.append(f"note: rows of trials Tune never recorded moved to {run.uri(aside)}")
     return notes
+
+
+def checkpoint_problem(fs, path: str) -> str | None:
+    """Why the trainable could not go on from the checkpoint directory ``path``, or None: it
+    must hold a meta.json that parses and a state.pt that loads as the trainable loads it
+    (tensors only). What a full disk leaves -- no directory, a file cut short -- fails this."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import torch
+
+    from trainables.tune_trainable import META_FILE, STATE_FILE
+
+    try:
+        with fs.open_input_stream(f"{path}/{META_FILE}") as f:
+            meta = json.loads(f.read())
+        int(meta["iteration"])
+        with fs.open_input_stream(f"{path}/{STATE_FILE}") as f:
+            torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return "missing" if fs.get_file_info(path).type == pafs.FileType.NotFound else "incomplete"
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pa.ArrowException,
+            pickle.UnpicklingError) as e:
+        return f"unreadable ({type(e).__name__})"
+    return None
+
+
+def _checkpoint_index(path: str) -> int | None:
+    from orchestrator.trained import CHECKPOINT_DIR
+
+    match = CHECKPOINT_DIR.match(path.rstrip("/").rsplit("/", 1)[-1])
+    return int(match[1]) if match else None
+
+
+class ResumableCheckpoints(Callback):
+    """Before a resumed sweep starts its first trial, point every trial Tune will restore at a
+    checkpoint it can go on from (``checkpoint_problem``): Tune would otherwise fail the trial
+    ("checkpoint does not exist on storage anymore") and no retry could help.
+
+    A trial whose recorded checkpoint is not whole goes on from its newest whole *earlier*
+    checkpoint -- Tune's other recorded ones, then older ``checkpoint_*`` directories on
+    storage -- or from scratch. Never from a later one: the rows of iterations after the saved
+    state may not have been written (orchestrator.results), while those before it all were, so
+    the iterations the trial replays are the ones already on disk (skipped by the sink) or not
+    yet written: nothing is lost or doubled. One line per trial says what happened."""
+
+    def __init__(self) -> None:
+        self._checked = False
+
+    def __reduce__(self):
+        return (type(self), ())
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        for trial in trials:
+            if trial.status != "TERMINATED":
+                self._check(trial)
+
+    def _check(self, trial) -> None:
+        import pyarrow.fs as pafs
+        from ray.train._internal.session import _TrainingResult
+        from ray.tune import Checkpoint
+
+        manager = trial.run_metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager is not None else None
+        if latest is None:
+            return
+        fs, path = latest.checkpoint.filesystem, latest.checkpoint.path
+        problem = checkpoint_problem(fs, path)
+        if problem is None:
+            return
+        recorded = [r for r in manager._checkpoint_results if r is not latest]
+        kept = [r for r in recorded if checkpoint_problem(r.checkpoint.filesystem, r.checkpoint.path) is None]
+        fallback = kept[-1] if kept else None
+        newest = _checkpoint_index(path)
+        if fallback is None and newest is not None:  # older checkpoint directories Tune no longer lists
+            trial_dir = path.rstrip("/").rsplit("/", 1)[0]
+            found = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+            older = sorted((index, info.path) for info in found if info.type == pafs.FileType.Directory
+                           and (index := _checkpoint_index(info.path)) is not None and index < newest)
+            for _, older_path in reversed(older):
+                if checkpoint_problem(fs, older_path) is None:
+                    fallback = _TrainingResult(checkpoint=Checkpoint(older_path, filesystem=fs), metrics={})
+                    break
+        manager._checkpoint_results = kept if fallback is None or kept else [fallback]
+        manager._latest_checkpoint_result = fallback
+        trial.run_metadata.invalidate_cache()
+        trial.invalidate_json_state()
+        where = (f"goes on from {fallback.checkpoint.path.rstrip('/').rsplit('/', 1)[-1]}" if fallback is not None
+                 else "starts again from scratch")
+        print(f"note: trial {trial.trial_id}: its last checkpoint {path.rstrip('/').rsplit('/', 1)[-1]} is "
+              f"{problem}; it {where} (iterations it replays that are on disk already are not written again)",
+              file=sys.stderr, flush=True)
 
 
 class Interrupted(Exception):

@@ -517,7 +517,7 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list
 
     from orchestrator import tune_mapping
     from orchestrator.callbacks import CheckpointPruner, FlatHyperparameters
-    from orchestrator.guard import StateSigner, find_callback
+    from orchestrator.guard import ResumableCheckpoints, StateSigner, find_callback
     from orchestrator.progress import Progress
     from orchestrator.results import ParquetResults, first_error_line
     from trainables.tune_trainable import multitask_gan_trainable
@@ -529,6 +529,8 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list
         # (the run may have moved): the sink is told where the run is now.
         tuner = tune.Tuner.restore(plan.run_dir, trainable=trainable, resume_errored=True)
         find_callback(tuner, ParquetResults).relocate(plan.run_dir)
+        if find_callback(tuner, ResumableCheckpoints) is None:  # runs started before it existed
+            tuner._local_tuner.get_run_config().callbacks.append(ResumableCheckpoints())
         return tuner
     n_tasks = len(plan.task_names)
     param_space, search_alg, num_samples = tune_mapping.tune_search(plan.spec, n_tasks)
@@ -539,7 +541,8 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list
     callbacks = [FlatHyperparameters(plan.task_names),
                  ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
                  CheckpointPruner(plan.spec.keep_checkpoints),
-                 Progress(total, plan.spec.iterations, error_line=first_error_line), StateSigner(), *user_callbacks]
+                 Progress(total, plan.spec.iterations, error_line=first_error_line), StateSigner(),
+                 ResumableCheckpoints(), *user_callbacks]
     return tune.Tuner(
         trainable,
         param_space=param_space,

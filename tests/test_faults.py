@@ -232,6 +232,13 @@ def _log(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _unfinished_trials(run: Path, log: Path) -> list[Path]:
+    """The directories of the trials that have a checkpoint and have not finished (by the log)."""
+    finished = _log(log)
+    return [d for d in sorted(run.glob("*_*")) if d.is_dir() and any(d.glob("checkpoint_*"))
+            and f"(trial {d.name})" not in finished]
+
+
 @pytest.mark.slow
 def test_interrupted_corrupted_moved_and_raced_run_resumes_whole(tmp_path: Path) -> None:
     space = write_space(tmp_path, iterations=4)  # 6 trials x 4 iterations
@@ -239,8 +246,11 @@ def test_interrupted_corrupted_moved_and_raced_run_resumes_whole(tmp_path: Path)
     first_log = tmp_path / "first.log"
     first = start_driver(["--space", space, "--storage", str(old), "--name", "r"], first_log)
     try:
-        # Ctrl-C once a trial has finished (so the run holds a whole trial and unfinished ones)
-        _wait_for(lambda: "[1/6]" in _log(first_log), "a finished trial")
+        # Ctrl-C once a trial has finished and another has two checkpoints (so the run holds a
+        # whole trial and unfinished ones, and Tune's saved state most likely names a checkpoint)
+        _wait_for(lambda: "[1/6]" in _log(first_log) and any(
+            len(list(d.glob("checkpoint_*"))) >= 2 for d in _unfinished_trials(old / "r", first_log)),
+            "a finished trial and a twice checkpointed unfinished one")
         first.send_signal(signal.SIGINT)
         assert first.wait(timeout=300) == 130, _log(first_log)[-3000:]
     finally:
@@ -249,6 +259,14 @@ def test_interrupted_corrupted_moved_and_raced_run_resumes_whole(tmp_path: Path)
     assert "interrupted (SIGINT)" in text and "--resume --name r --storage" in text, text[-2000:]
     assert "next: " not in text
 
+    # Unfinished trials' checkpoints gone (as a full disk can leave a run: Tune's saved state
+    # names a checkpoint that is not there) or cut short: those trials start again from scratch
+    damaged = _unfinished_trials(old / "r", first_log)
+    assert damaged, "no unfinished trial with a checkpoint left to damage"
+    for checkpoint in damaged[0].glob("checkpoint_*"):
+        shutil.rmtree(checkpoint)
+    for state in (state for trial in damaged[1:] for state in trial.glob("checkpoint_*/state.pt")):
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     # A metrics file cut short (as a full disk or a crashed copy leaves it)
     victim = sorted((old / "r" / "metrics").glob("*.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
@@ -273,6 +291,11 @@ def test_interrupted_corrupted_moved_and_raced_run_resumes_whole(tmp_path: Path)
     assert f"{victim.name} cannot be read" in text and "metrics-unreadable" in text
     assert f"Rows lost: trial {lost.trial_id}, iterations {lost.first}..{lost.last}" in text
     assert (new / "r" / "metrics-unreadable" / victim.name).exists()
+    notes = {ln.split(":")[1].split()[-1]: ln for ln in text.splitlines() if ln.startswith("note: trial ")}
+    assert notes, text[-3000:]  # a trial whose saved state names no checkpoint yet has nothing to say
+    for trial in damaged:
+        problem = "is missing" if trial == damaged[0] else "is unreadable"
+        assert trial.name not in notes or (problem in notes[trial.name] and "from scratch" in notes[trial.name])
     assert not (old / "r").exists()  # nothing written to where the run was
 
     metrics = read_metrics(new / "r")
@@ -382,9 +405,6 @@ def _fill(path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known race, issue 10 still open: when the disk fills while a checkpoint is "
-                   "persisted, Tune can record a checkpoint directory that is not on storage, and --resume then "
-                   "fails those trials ('does not exist on storage anymore'); passed alone, failed in a full run")
 def test_full_disk_stops_cleanly_and_resumes_after_space_is_freed(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     if not _tmpfs(disk, "64m"):
