@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bootstrap resamples, >= 2000 (default: %(default)s)")
     parser.add_argument("--rng-seed", type=int, default=0,
                         help="seed of the bootstrap's random generator (default: %(default)s)")
+    parser.add_argument("--test", choices=("t", "signflip"), default="t",
+                        help="the primary family's test over seeds: Student t on the log ratio, or signflip, "
+                             "an exact permutation test within seeds (it flips the signs of the per seed log "
+                             "ratios) that assumes no normality (default: %(default)s)")
     parser.add_argument("--top", type=int, default=10,
                         help="rows of the top-configuration tables, >= 1 (default: %(default)s)")
     return parser
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = list(dict.fromkeys(r.rstrip("/") if is_uri(r) else Path(r).resolve() for r in args.runs))
         out = _output_dir(args.out, runs[0], runs)
         data = load_runs(runs, args.metric)
-        result = analyze(data, resamples=args.resamples, rng_seed=args.rng_seed)
+        result = analyze(data, resamples=args.resamples, rng_seed=args.rng_seed, test=args.test)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -127,6 +127,19 @@ def write_hand_run(run: Path, trials: list[dict], curves: dict[str, dict[str, li
     pq.write_table(pa.Table.from_pylist(frame, schema=trials_schema(tasks)), run / TRIALS_FILE)
 
 
+COLLAPSE_FACTOR = 30.0  # a collapsed trial's metric, times a normal one's
+
+
+def simulate_lognormal_metric(rng: np.random.Generator, shape: tuple[int, ...], collapsed: float = 0.0,
+                              sd: float = 1.0, centre: float = 3.0) -> np.ndarray:
+    """Trial metrics (FID-like, lower is better) for the planted-truth checks of the primary family:
+    lognormal around ``centre`` with log SD ``sd``; a ``collapsed`` fraction of trials
+    COLLAPSE_FACTOR times worse (the skew the issue's review measured)."""
+    log_metric = np.log(centre) + rng.normal(0.0, sd, shape)
+    log_metric += np.log(COLLAPSE_FACTOR) * (rng.random(shape) < collapsed)
+    return np.exp(log_metric)
+
+
 BenefitFn = Callable[[str, float, tuple[float, ...], int], float]
 
 

@@ -43,6 +43,18 @@ def test_verdicts_per_task_lead_the_headline_and_fill_benefit_csv(copying_run: P
     assert "The answer" in paths["md"].read_text()
 
 
+def test_the_signflip_test_gives_the_answer_on_request(copying_run: Path) -> None:
+    result = analysis.analyze(analysis.load_runs([copying_run], "fid"), resamples=200, test="signflip")
+    assert "sign-flip" in analysis.headline(result)[0]
+    table = result.benefit_table
+    assert list(table["verdict"]) == ["gain", "unclear", "negative_transfer", "unclear"]
+    assert set(table["test"]) == {"signflip"}
+    # 8 seeds: exact over 2^7 sign flips, so p is a multiple of 1/128; a decided task sits at the smallest
+    assert (table["p"] * 128).round(6).tolist() == (table["p"] * 128).round().tolist()
+    assert table.loc[table["verdict"] != "unclear", "p"].tolist() == pytest.approx([1 / 128, 1 / 128])
+    assert table["p_signflip"].tolist() == pytest.approx(table["p"].tolist())
+
+
 def test_a_configuration_whose_samples_copy_is_flagged(copying_run: Path) -> None:
     result = analysis.analyze(analysis.load_runs([copying_run], "fid"))
     flagged = result.answer.copying[result.answer.copying["copies"]]

@@ -11,40 +11,32 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from search_spaces import dunnett_baselines
 from orchestrator.analysis.inference import (
-    COPY_NN_RATIO, alpha_curve, best_configuration, copies, effect_log_ratio,
+    COPY_NN_RATIO, alpha_curve, best_configuration, copies, effect_log_ratio, family_verdict_codes,
     exploratory_test, family_tests, holm, log_benefit, metric_change_percent, obrien_fleming_bounds,
-    pooled_per_seed, power, power_statement, seeds_needed, sequential_verdicts, t_stats, verdict_codes, z_of_p,
+    pooled_per_seed, power, power_statement, seeds_needed, sequential_verdicts, signflip_interval, signflip_p,
+    t_stats, z_of_p,
 )
+from orchestrator.testing import simulate_lognormal_metric
+from search_spaces import dunnett_baselines
 
 TASKS, SEEDS, BASELINES, CONFIGS = 4, 8, 2, 6
-COLLAPSE_FACTOR = math.log(30.0)  # a collapsed trial's FID is 30x a normal one
+simulate_fid = simulate_lognormal_metric  # lognormal FIDs around 3, optionally 10% collapsed (30x worse)
 
 
-def simulate_fid(rng: np.random.Generator, shape: tuple[int, ...], collapsed: float = 0.0,
-                 sd: float = 1.0) -> np.ndarray:
-    """Lognormal FIDs around 3 with log SD ``sd``; a ``collapsed`` fraction of trials 30x worse."""
-    log_fid = math.log(3.0) + rng.normal(0.0, sd, shape)
-    log_fid += COLLAPSE_FACTOR * (rng.random(shape) < collapsed)
-    return np.exp(log_fid)
-
-
-def family_verdicts(base: np.ndarray, shared: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+def family_verdicts(base: np.ndarray, shared: np.ndarray, alpha: float = 0.05, test: str = "t") -> np.ndarray:
     """(R, tasks, S, B), (R, tasks, S, C) -> (R, tasks) verdict codes of the primary family."""
-    per_seed = pooled_per_seed(log_benefit(base, shared))
-    mean, _, _, p = t_stats(per_seed)
-    rejected, _ = holm(p, alpha)
-    return verdict_codes(mean, rejected)
+    return family_verdict_codes(pooled_per_seed(log_benefit(base, shared)), alpha, test)
 
 
+@pytest.mark.parametrize("test", ["t", "signflip"])
 @pytest.mark.parametrize("collapsed", [0.0, 0.1], ids=["lognormal", "10pct-collapsed"])
-def test_family_wise_false_verdicts_stay_at_or_below_5_percent_under_the_null(collapsed: float) -> None:
+def test_family_wise_false_verdicts_stay_at_or_below_5_percent_under_the_null(collapsed: float, test: str) -> None:
     rng = np.random.default_rng(1 if collapsed else 2)
     reps = 4000
     base = simulate_fid(rng, (reps, TASKS, SEEDS, BASELINES), collapsed)
     shared = simulate_fid(rng, (reps, TASKS, SEEDS, CONFIGS), collapsed)
-    codes = family_verdicts(base, shared)
+    codes = family_verdicts(base, shared, test=test)
     rate = np.mean(np.any(codes != 0, axis=1))
     # 4000 replications: Monte Carlo SE ~0.0035; 5% + 1.65 SE
     assert rate <= 0.056, rate
@@ -74,6 +66,35 @@ def test_a_planted_effect_is_found_at_the_designed_power() -> None:
     statement = power_statement(measured)
     assert statement["t2"][0.10] == seeds_needed(measured[2].sd, 0.10, 0.05 / TASKS)
     assert statement["t2"][0.05] > 3 * statement["t2"][0.10]  # half the effect: ~4x the seeds
+
+
+def test_the_signflip_test_finds_a_planted_effect_and_its_interval_agrees_with_its_verdict() -> None:
+    rng = np.random.default_rng(8)
+    noise = 0.1  # a few seeds suffice (exact sign flips: all 2^(n-1) of them)
+    sd = noise * math.sqrt(1 / BASELINES + 1 / CONFIGS)
+    seeds = seeds_needed(sd, 0.10, 0.05 / TASKS)  # the t test's design (80% power)
+    assert seeds <= 16
+    reps = 2000
+    base = simulate_fid(rng, (reps, TASKS, seeds, BASELINES), sd=noise)
+    shared = simulate_fid(rng, (reps, TASKS, seeds, CONFIGS), sd=noise)
+    shared[:, 0] /= 1.10
+    shared[:, 1] *= 1.10
+    codes = family_verdicts(base, shared, test="signflip")
+    # no normality assumed, a little less power than t at the t's design
+    assert np.mean(codes[:, 0] == 1) >= 0.7, np.mean(codes[:, 0] == 1)
+    assert np.mean(codes[:, 1] == -1) >= 0.7, np.mean(codes[:, 1] == -1)
+    assert np.mean(codes[:, 0] == -1) < 0.001
+    # exact: 2 seeds of opposite sign and equal size sit at p 1; 8 positive seeds at 2/2^8
+    assert signflip_p(np.array([1.0, -1.0])) == 1.0
+    assert signflip_p(np.full(8, 0.3)) == pytest.approx(2 / 2 ** 8)
+    assert signflip_p(np.array([0.2, np.nan, 0.5])) == pytest.approx(0.5)  # a missing seed flips nothing
+    for i in range(20):
+        per_seed = {f"t{k}": pooled_per_seed(log_benefit(base[i, k], shared[i, k])) for k in range(TASKS)}
+        for t in family_tests(per_seed, test="signflip"):
+            assert (t.ci_low > 0 or t.ci_high < 0) == (t.verdict != "unclear"), t
+            assert t.ci_low < t.estimate < t.ci_high
+    # too few seeds for the level: the smallest p is 2^(1-n), the interval is unbounded
+    assert signflip_interval(np.array([0.5, 0.6, 0.7]), 0.05) == (-math.inf, math.inf)
 
 
 def test_the_confirmed_verdict_is_unbiased_when_the_best_is_picked_from_null_configurations() -> None:

@@ -49,6 +49,12 @@ class Answer:
     copying: pd.DataFrame  # arm, task, regime, nn_ratio (median over seeds), copies (bool)
     metric: str
     confirmed: Confirmed | None = None
+    test: str = "t"  # the primary family's test over seeds (inference.TESTS)
+
+    @property
+    def test_words(self) -> str:
+        return ("exact within-seed permutation (sign-flip) test over seeds" if self.test == "signflip"
+                else "Student t over seeds")
 
     def table(self) -> pd.DataFrame:
         """benefit.csv's verdict columns: one row per (regime, task)."""
@@ -61,7 +67,9 @@ class Answer:
                     "samples_per_task": r.regime, "task": t.name, "verdict": t.verdict, "evidence": t.evidence,
                     "change_pct": change, "change_lo_pct": low, "change_hi_pct": high,
                     "log_ratio": t.estimate, "log_ci_low": t.ci_low, "log_ci_high": t.ci_high,
-                    "test_level": t.level, "p": t.p, "n_seeds": t.n, "seed_sd": t.sd,
+                    "test": self.test, "test_level": t.level, "p": t.p,
+                    "p_signflip": float(inference.signflip_p(r.per_seed[t.name])) if t.n >= 2 else np.nan,
+                    "n_seeds": t.n, "seed_sd": t.sd,
                     "seeds_for_5pct": r.seeds_needed[t.name][0.05], "seeds_for_10pct": r.seeds_needed[t.name][0.10],
                     "best_config": label, "best_log_ratio": b.estimate, "best_log_ci_low": b.ci_low,
                     "best_log_ci_high": b.ci_high, "best_evidence": b.evidence,
@@ -73,7 +81,8 @@ class Answer:
                 rows.append({"samples_per_task": "confirmed", "task": t.name, "verdict": t.verdict,
                              "evidence": t.evidence, "change_pct": change, "change_lo_pct": low,
                              "change_hi_pct": high, "log_ratio": t.estimate, "log_ci_low": t.ci_low,
-                             "log_ci_high": t.ci_high, "test_level": t.level, "p": t.p, "n_seeds": t.n,
+                             "log_ci_high": t.ci_high, "test": self.test, "test_level": t.level, "p": t.p,
+                             "n_seeds": t.n,
                              "seed_sd": t.sd, "best_config": label})
         return pd.DataFrame(rows)
 
@@ -134,9 +143,10 @@ def copying_table(data: RunData, pairing: Pairing, labels: dict[str, str]) -> pd
     return pd.DataFrame(rows, columns=columns)
 
 
-def answer(data: RunData, pairing: Pairing, labels: dict[str, str]) -> Answer:
-    """The primary family per regime, its power statement, the exploratory best per task and the
-    copying table. ``labels``: configuration id -> its label (mode α λ)."""
+def answer(data: RunData, pairing: Pairing, labels: dict[str, str], test: str = "t") -> Answer:
+    """The primary family per regime (``test``: t or signflip), its power statement, the
+    exploratory best per task and the copying table. ``labels``: configuration id -> its label
+    (mode α λ)."""
     y = pair_log_ratios(data, pairing)
     unit = data.trials["baseline_key"].astype(str).to_numpy()[pairing.shared]
     regime = _regime_of(data.trials)[pairing.shared]
@@ -152,7 +162,7 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str]) -> Answer:
     for g in sorted(pd.unique(regime[explore]), key=lambda r: (r == ALL_IMAGES, int(r) if r != ALL_IMAGES else 0)):
         sel = explore & (regime == g)
         per_seed = _per_seed(y[sel], unit[sel])
-        tests = inference.family_tests({t: per_seed[:, k] for k, t in enumerate(data.tasks)})
+        tests = inference.family_tests({t: per_seed[:, k] for k, t in enumerate(data.tasks)}, test=test)
         best, best_labels, best_ids = [], [], []
         configs = pairing.config[sel]
         for k, task in enumerate(data.tasks):
@@ -182,9 +192,9 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str]) -> Answer:
             per_task[task] = _per_seed(y[pick, k:k + 1], unit[pick])[:, 0] if pick.any() else np.array([])
             names.append(labels.get(str(chosen[task]), str(chosen[task])))
         explore_runs = sorted({str(confirms[i].get("explore", "")) for i in confirm_runs})
-        confirmed = Confirmed(inference.family_tests(per_task, evidence="confirmed"), names, explore_runs)
+        confirmed = Confirmed(inference.family_tests(per_task, evidence="confirmed", test=test), names, explore_runs)
     return Answer(regimes, copying_table(data, pairing, {**labels, INDEPENDENT: INDEPENDENT}), data.metric,
-                  confirmed)
+                  confirmed, test)
 
 
 def answer_lines(result_answer: Answer) -> list[str]:
@@ -194,7 +204,7 @@ def answer_lines(result_answer: Answer) -> list[str]:
     for r in result_answer.regimes:
         where = f"{r.regime} images per task" if r.regime != ALL_IMAGES else "all images"
         lines.append(f"The answer ({where}; each task's benefit pooled over the {r.n_configs} shared "
-                     f"configurations, {metric} ratio to the baseline at the same seed, Student t over seeds, "
+                     f"configurations, {metric} ratio to the baseline at the same seed, {result_answer.test_words}, "
                      f"Holm over {len(r.tests)} tasks, family-wise 5%):")
         for t in r.tests:
             need = r.seeds_needed[t.name]

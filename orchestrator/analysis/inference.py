@@ -15,6 +15,12 @@ benefit for a task is the mean of y over the seed's shared configurations.
   Each task's interval is drawn at the level Holm used at its step (the level at which it was
   rejected, or the level at which Holm stopped), so a verdict is ``gain`` / ``negative_transfer``
   exactly when its interval excludes 0 (:func:`family_tests`).
+* The same family with an exact within-seed permutation test instead of t (``test="signflip"``):
+  under "sharing does nothing" a seed's shared and baseline labels are exchangeable, so its log
+  ratio is as likely +y as -y; the p value counts the sign flips (all 2^n for up to
+  EXACT_SIGNFLIP_SEEDS seeds, else SIGNFLIP_DRAWS random ones) whose |Σ y| reaches the observed,
+  and the interval inverts the test (:func:`signflip_p`, :func:`signflip_interval`). It assumes
+  no normality; with n seeds its smallest p is 2^(1-n).
 * Explore → confirm: a configuration picked as the best on some seeds has an optimistic interval
   on those seeds (``exploratory``); re-run on fresh seeds, its verdict from those seeds alone is
   ``confirmed`` and unbiased (:func:`family_tests` with ``evidence="confirmed"``).
@@ -46,6 +52,9 @@ DESIGN_POWER = 0.8
 EFFECTS = (0.05, 0.10)  # the effects the power statement sizes seeds for (5% and 10% of the metric)
 COPY_NN_RATIO = 0.5  # samples closer to the training images than half the real images' distance copy
 MAX_SEEDS = 10_000  # seeds_needed gives up (returns this) beyond it
+TESTS = ("t", "signflip")
+EXACT_SIGNFLIP_SEEDS = 16  # all 2^n sign flips up to here (65,536), random ones beyond
+SIGNFLIP_DRAWS = 9_999
 
 
 # ----------------------------------------------------------------------------- the log ratio
@@ -136,6 +145,17 @@ def verdict_codes(mean: np.ndarray, rejected: np.ndarray) -> np.ndarray:
     return np.where(rejected, np.sign(mean), 0).astype(int)
 
 
+def family_verdict_codes(per_seed: np.ndarray, alpha: float = FAMILY_ALPHA, test: str = "t") -> np.ndarray:
+    """(..., tasks, seeds) per-seed log ratios -> (..., tasks) verdict codes of the primary family
+    (Holm over the tasks), vectorised over replications: what :func:`family_tests` decides,
+    for simulations."""
+    mean, _, n, p = t_stats(per_seed)
+    if test == "signflip":
+        p = np.where(n >= 2, signflip_p(per_seed), np.nan)
+    rejected, _ = holm(p, alpha)
+    return verdict_codes(mean, rejected)
+
+
 # ----------------------------------------------------------------------------- the family
 
 @dataclass(frozen=True)
@@ -161,10 +181,15 @@ class Test:
 
 
 def family_tests(per_seed: dict[str, np.ndarray], alpha: float = FAMILY_ALPHA,
-                 evidence: str = "pooled") -> list[Test]:
-    """One t test per name (a task) on its per-seed log ratios, Holm over them; see the module doc."""
+                 evidence: str = "pooled", test: str = "t") -> list[Test]:
+    """One test per name (a task) on its per-seed log ratios, Holm over them; see the module doc.
+    ``test``: Student ``t``, or the exact within-seed permutation test ``signflip`` (its p and an
+    interval inverted from it at Holm's level, so a verdict still comes exactly when the interval
+    excludes 0)."""
     if evidence not in EVIDENCE:
         raise ValueError(f"evidence must be one of {', '.join(EVIDENCE)}, got {evidence!r}")
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {', '.join(TESTS)}, got {test!r}")
     names = list(per_seed)
     if not names:
         return []
@@ -174,12 +199,18 @@ def family_tests(per_seed: dict[str, np.ndarray], alpha: float = FAMILY_ALPHA,
         values = np.asarray(per_seed[name], dtype=float)
         y[i, :len(values)] = values
     mean, se, n, p = t_stats(y)
+    if test == "signflip":
+        p = np.where(n >= 2, signflip_p(y), np.nan)
     rejected, levels = holm(p, alpha)
     codes = verdict_codes(mean, rejected)
     out = []
     for i, name in enumerate(names):
-        half = stats.t.ppf(1 - levels[i] / 2, n[i] - 1) * se[i] if n[i] >= 2 else np.nan
-        out.append(Test(name, float(mean[i]), float(mean[i] - half), float(mean[i] + half), float(levels[i]),
+        if test == "signflip":
+            low, high = signflip_interval(y[i], levels[i]) if n[i] >= 2 else (np.nan, np.nan)
+        else:
+            half = stats.t.ppf(1 - levels[i] / 2, n[i] - 1) * se[i] if n[i] >= 2 else np.nan
+            low, high = mean[i] - half, mean[i] + half
+        out.append(Test(name, float(mean[i]), float(low), float(high), float(levels[i]),
                         float(p[i]), int(n[i]), float(se[i] * np.sqrt(n[i])) if n[i] >= 2 else float("nan"),
                         {1: "gain", -1: "negative_transfer", 0: "unclear"}[int(codes[i])], evidence))
     return out
@@ -193,6 +224,83 @@ def exploratory_test(name: str, y: np.ndarray, alpha: float = FAMILY_ALPHA) -> T
     return Test(name, float(mean[0]), float(mean[0] - half), float(mean[0] + half), alpha, float(p[0]),
                 int(n[0]), float(se[0] * np.sqrt(n[0])) if n[0] >= 2 else float("nan"), "unclear",
                 "exploratory")
+
+
+# ----------------------------------------------------------------------------- sign flips
+
+def _sign_flips(n: int, seed: int = 0) -> np.ndarray:
+    """(F, n) ±1 sign vectors: all 2^(n-1) with the first sign +1 for n up to EXACT_SIGNFLIP_SEEDS
+    (|Σ εy| is the same for ε and -ε, so half of them give the whole distribution; the identity
+    is the first row), else the identity and SIGNFLIP_DRAWS random ones."""
+    if n <= EXACT_SIGNFLIP_SEEDS:
+        bits = (np.arange(2 ** max(n - 1, 0))[:, None] >> np.arange(max(n - 1, 0))[None, :]) & 1
+        return np.hstack([np.ones((len(bits), 1)), 1.0 - 2.0 * bits])[:, :n]
+    draws = np.random.default_rng(seed).integers(0, 2, (SIGNFLIP_DRAWS, n)) * 2.0 - 1.0
+    return np.vstack([np.ones((1, n)), draws])
+
+
+def signflip_p(y: np.ndarray, seed: int = 0, chunk: int = 4096) -> np.ndarray:
+    """Two-sided p of the exact within-seed permutation (sign-flip) test of "the per-seed log
+    ratios are symmetric about 0", over the last axis (vectorised over leading axes; NaN seeds
+    count as 0, which a flip leaves alone). Exact up to EXACT_SIGNFLIP_SEEDS seeds, else Monte
+    Carlo with the identity counted ((1 + hits) / (1 + draws): still a valid p)."""
+    y = np.asarray(y, dtype=float)
+    values = np.where(np.isnan(y), 0.0, y)
+    flat = values.reshape(-1, values.shape[-1])
+    flips = _sign_flips(flat.shape[-1], seed)
+    observed = np.abs(flat.sum(-1))
+    tolerance = 1e-9 * np.maximum(np.abs(flat).sum(-1), 1e-300)
+    hits = np.zeros(len(flat))
+    for start in range(0, len(flat), chunk):  # (chunk, F) at a time: bounded memory
+        block = np.abs(flat[start:start + chunk] @ flips.T)
+        hits[start:start + chunk] = (block >= (observed - tolerance)[start:start + chunk, None]).sum(-1)
+    return (hits / len(flips)).reshape(values.shape[:-1])
+
+
+def signflip_interval(y: np.ndarray, level: float, seed: int = 0, steps: int = 60) -> tuple[float, float]:
+    """The shifts δ the sign-flip test at ``level`` does not reject for y - δ (the test
+    inverted: a 1 - level interval for the centre of symmetry). Each end is found by bisection
+    between a rejected and a kept shift; on the side of 0 the bracket has 0 as one end, so the
+    interval excludes 0 exactly when the test at δ = 0 rejects. An end is ±inf where no shift is
+    rejected (too few seeds for ``level``: the smallest p is 2^(1-n))."""
+    y = np.asarray(y, dtype=float)
+    y = y[np.isfinite(y)]
+    if len(y) < 2:
+        return float("nan"), float("nan")
+    mean = float(y.mean())
+    spread = float(np.ptp(y)) + abs(mean) + 1e-12
+    flips = _sign_flips(len(y), seed)
+
+    def kept(delta: float) -> bool:
+        shifted = y - delta
+        observed = abs(shifted.sum())
+        p = np.mean(np.abs(flips @ shifted) >= observed - 1e-9 * np.abs(shifted).sum())
+        return bool(p > level)
+
+    def end(direction: float) -> float:
+        inside = mean
+        if (0.0 - mean) * direction > 0:  # 0 lies on this side: it brackets the end one way or the other
+            if not kept(0.0):
+                outside = 0.0
+            else:
+                inside, outside = 0.0, None
+        else:
+            outside = None
+        if outside is None:
+            far = inside + direction * spread
+            for _ in range(60):
+                if not kept(far):
+                    break
+                far = inside + 2 * (far - inside)
+            else:
+                return direction * float("inf")
+            outside = far
+        for _ in range(steps):
+            middle = (inside + outside) / 2
+            inside, outside = (middle, outside) if kept(middle) else (inside, middle)
+        return (inside + outside) / 2  # strictly on the kept side of a rejected 0
+
+    return end(-1.0), end(1.0)
 
 
 # ----------------------------------------------------------------------------- power

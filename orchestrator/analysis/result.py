@@ -111,8 +111,9 @@ def _notes(data: RunData, pairing: Pairing, pbt_runs: list[str], scale: np.ndarr
     return tuple(notes)
 
 
-def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis:
-    """Pair trials, compute paired benefits, ΔMTL, every estimate and the verdicts."""
+def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0, test: str = "t") -> Analysis:
+    """Pair trials, compute paired benefits, ΔMTL, every estimate and the verdicts (the primary
+    family's ``test``: ``t`` or ``signflip``, see orchestrator.analysis.inference)."""
     started = time.perf_counter()
     pairing = pair_trials(data)
     benefit, dmtl, scale = _paired_values(data, pairing)
@@ -124,7 +125,7 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0) -> Analysis
     pbt_runs = [str(r) for r, s in zip(data.run_dirs, data.schedulers) if s == "pbt"]
     verdicts = headline_verdicts(benefit, pair_mode, pairing.base, data.tasks, pbt=bool(pbt_runs))
     best = configs[configs["config_id"] == best_config].iloc[0]
-    primary = None if pbt_runs else answer(data, pairing, dict(zip(configs["config_id"], configs["label"])))
+    primary = None if pbt_runs else answer(data, pairing, dict(zip(configs["config_id"], configs["label"])), test)
     table = benefit_table(data.tasks, verdicts, benefit, best)
     if primary is not None:  # benefit.csv: the verdict columns per (regime, task), then the pooled estimates
         table = primary.table().merge(table, on="task", how="left")

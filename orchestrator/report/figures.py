@@ -71,7 +71,7 @@ def fig_answer(result: Analysis) -> Figure:
     for i, (regime, t) in enumerate(rows):
         change, low, high = change_of(t, result.metric)
         color = VERDICT_COLORS[t.verdict]
-        if np.isfinite(low):
+        if np.isfinite(low) and np.isfinite(high):  # a sign-flip interval is unbounded with too few seeds
             ax.plot([low, high], [i, i], color=color, lw=2)
         ax.plot([change], [i], "o", color=color)
     ax.axvline(0, color="k", lw=0.8)
@@ -87,9 +87,10 @@ def fig_answer(result: Analysis) -> Figure:
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     return Figure("answer", "The answer per task",
                   "Each task's benefit pooled over all shared configurations, as the change of the metric relative "
-                  "to the baseline at the same seed (geometric), with the interval the verdict uses: Student t over "
-                  "seeds at the level Holm's procedure used for that task (family-wise 5% over the tasks), so a "
-                  "task is green (gain) or red (negative transfer) exactly when its interval excludes 0.",
+                  "to the baseline at the same seed (geometric), with the interval the verdict uses: "
+                  f"{result.answer.test_words} at the level Holm's procedure used for that task (family-wise 5% "
+                  "over the tasks), so a task is green (gain) or red (negative transfer) exactly when its "
+                  "interval excludes 0.",
                   _png(fig))
 
 

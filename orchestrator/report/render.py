@@ -71,7 +71,8 @@ def method_notes(result: Analysis) -> list[str]:
     notes = [
         "The answer (top lines, first figure, benefit.csv's verdict and evidence): per data regime, each task's "
         "benefit pooled over all shared configurations is the log ratio log(metric_baseline / metric_shared) at "
-        "the same seed (the geometric mean of the seed's baselines), averaged per seed; Student t over seeds, "
+        "the same seed (the geometric mean of the seed's baselines), averaged per seed; "
+        f"{result.answer.test_words if result.answer else 'Student t over seeds'}, "
         "Holm over the tasks (family-wise 5%), each interval drawn at the level Holm used for its task, so verdict "
         "and interval always agree. evidence = pooled (no selection), confirmed (fresh seeds of a configuration "
         "chosen before) or exploratory (the best configuration on the seeds that chose it: optimistic, no "
