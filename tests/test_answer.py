@@ -142,3 +142,26 @@ def test_explore_then_confirm_judges_the_chosen_configurations_on_fresh_seeds_al
     assert any("confirmed on 12 fresh seeds" in line and line.startswith("  task 2: sharing hurts") for line in lines)
     # the exploration's own family still comes from the exploration's 8 seeds
     assert all(t.n == 8 for t in result.answer.regimes[0].tests)
+
+
+def test_benefit_is_a_curve_over_log_alpha_per_task(tmp_path: Path) -> None:
+    run = tmp_path / "curve"
+    # task 0 gains most at α = 1 (4 FID units), nothing at α = 0.01 or 100; the others nothing anywhere
+    peaked = lambda mode, alpha, lam, k: 4.0 - np.log10(alpha) ** 2 if k == 0 and mode == "soft" else 0.0  # noqa: E731
+    testing.write_synthetic_run(run, seeds=12, alphas=(0.01, 0.1, 1.0, 10.0, 100.0), hard=True, benefit=peaked,
+                                iterations=2, early_stop_fraction=0, diverged_fraction=0, error_fraction=0,
+                                samples="none", rng_seed=9, baselines_per_seed=2)
+    result = analysis.analyze(analysis.load_runs([run], "fid"), resamples=200)
+    curves = result.answer.curve_table()
+    assert set(curves["task"]) == {"0", "1", "2", "3"} and set(curves["degree"]) == {2}
+    zero = curves[curves["task"] == "0"]
+    peak = zero["alpha"].iloc[int(np.argmax(zero["log_ratio"].to_numpy()))]
+    assert 0.2 < peak < 5.0, peak
+    near_one = zero.iloc[int(np.argmin(np.abs(np.log10(zero["alpha"].to_numpy()))))]
+    assert near_one["log_low"] > 0 and near_one["change_hi_pct"] < 0  # FID lower: the band excludes 0
+    flat = curves[curves["task"] == "1"]
+    assert ((flat["log_low"] <= 0) & (flat["log_high"] >= 0)).mean() > 0.8
+    paths = write_report(result, tmp_path / "report")
+    written = pd.read_csv(paths["dir"] / "alpha_curve.csv", dtype={"task": str, "samples_per_task": str})
+    assert len(written) == len(curves)
+    assert (paths["dir"] / "alpha_answer.png").stat().st_size > 0

@@ -5,7 +5,7 @@ evidence, the seeds a 5% and a 10% effect need at the noise measured, and which 
 training images (nn_ratio)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -14,7 +14,7 @@ from orchestrator.analysis import inference
 from orchestrator.analysis.inference import Test
 from orchestrator.analysis.load import RunData
 from orchestrator.analysis.pairing import Pairing, baseline_values
-from orchestrator.schema import INDEPENDENT, direction
+from orchestrator.schema import INDEPENDENT, SOFT, direction
 
 ALL_IMAGES = "all"
 
@@ -31,6 +31,7 @@ class RegimeAnswer:
     seeds_needed: dict[str, dict[float, int]]  # per task, per effect (0.05, 0.10): seeds for 80% power
     n_configs: int
     per_seed: dict[str, np.ndarray]      # per task, the per-seed pooled log ratios the tests use
+    curves: dict[str, inference.Curve | None] = field(default_factory=dict)  # per task: log ratio vs log10 α
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,25 @@ class Answer:
     def test_words(self) -> str:
         return ("exact within-seed permutation (sign-flip) test over seeds" if self.test == "signflip"
                 else "Student t over seeds")
+
+    def curve_table(self) -> pd.DataFrame:
+        """alpha_curve.csv: per (regime, task) the fitted log ratio vs log10 α of soft sharing and its
+        pointwise 95% band (seed-clustered), also as the metric's change in %."""
+        frames = []
+        for r in self.regimes:
+            for task, curve in r.curves.items():
+                if curve is None:
+                    continue
+                change = [metric_change(v, self.metric) for v in (curve.fit, curve.high, curve.low)]
+                frames.append(pd.DataFrame({
+                    "samples_per_task": r.regime, "task": task, "alpha": 10.0 ** curve.log10_alpha,
+                    "log_ratio": curve.fit, "log_low": curve.low, "log_high": curve.high,
+                    "change_pct": change[0], "change_lo_pct": np.minimum(change[1], change[2]),
+                    "change_hi_pct": np.maximum(change[1], change[2]), "degree": curve.degree,
+                    "n_seeds": curve.n_seeds}))
+        columns = ["samples_per_task", "task", "alpha", "log_ratio", "log_low", "log_high", "change_pct",
+                   "change_lo_pct", "change_hi_pct", "degree", "n_seeds"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
     def table(self) -> pd.DataFrame:
         """benefit.csv's verdict columns: one row per (regime, task)."""
@@ -87,13 +107,18 @@ class Answer:
         return pd.DataFrame(rows)
 
 
+def metric_change(log_ratio: np.ndarray | float, metric: str) -> np.ndarray:
+    """The shared arms' metric relative to the baseline's, %, from a log ratio oriented so that
+    > 0 = sharing helped (a drop for a lower-is-better metric)."""
+    x = np.asarray(log_ratio, dtype=float)
+    return inference.metric_change_percent(x) if direction(metric) < 0 else 100.0 * np.expm1(x)
+
+
 def change_of(test: Test, metric: str) -> tuple[float, float, float]:
     """The shared arms' metric relative to the baseline's, % (estimate, low, high). The log ratio
     is oriented so > 0 = sharing helped: for a lower-is-better metric that is a drop."""
-    if direction(metric) < 0:
-        return test.change_percent
-    up = lambda x: float(100.0 * np.expm1(x))  # noqa: E731
-    return up(test.estimate), up(test.ci_low), up(test.ci_high)
+    estimate, a, b = (float(metric_change(v, metric)) for v in (test.estimate, test.ci_low, test.ci_high))
+    return estimate, min(a, b), max(a, b)  # a lower-is-better metric's interval turns over
 
 
 def _regime_of(trials: pd.DataFrame) -> np.ndarray:
@@ -150,6 +175,8 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str], test: str = 
     y = pair_log_ratios(data, pairing)
     unit = data.trials["baseline_key"].astype(str).to_numpy()[pairing.shared]
     regime = _regime_of(data.trials)[pairing.shared]
+    mode = data.trials["mode"].astype(str).to_numpy()[pairing.shared]
+    alpha = pd.to_numeric(data.trials["alpha"], errors="coerce").to_numpy(float)[pairing.shared]
     confirms = list(data.confirms) + [None] * (len(data.run_dirs) - len(data.confirms))
     confirm_runs = [i for i, c in enumerate(confirms) if c]
     run_of_pair = (data.trials["run"].to_numpy()[pairing.shared] if "run" in data.trials
@@ -177,9 +204,11 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str], test: str = 
             best.append(inference.exploratory_test(task, per_seed_best))
             best_labels.append(labels.get(cid, cid))
             best_ids.append(cid)
+        soft = sel & (mode == SOFT)
+        curves = {t: inference.alpha_curve(alpha[soft], y[soft, k], unit[soft]) for k, t in enumerate(data.tasks)}
         regimes.append(RegimeAnswer(g, tests, best, best_labels, best_ids, inference.power_statement(tests),
                                     int(len(np.unique(configs))),
-                                    {t: per_seed[:, k] for k, t in enumerate(data.tasks)}))
+                                    {t: per_seed[:, k] for k, t in enumerate(data.tasks)}, curves))
     confirmed = None
     if confirm_runs and in_confirm.any():
         chosen = {**{t: c for i in confirm_runs for t, c in confirms[i]["chosen"].items()}}

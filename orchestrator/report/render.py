@@ -107,7 +107,7 @@ def method_notes(result: Analysis) -> list[str]:
 
 def _sections(figures: dict[str, Figure], tables: dict[str, Table]) -> list[tuple[str, list[Figure | Table]]]:
     return [
-        ("The answer", [figures["answer"]]),
+        ("The answer", [figures["answer"], figures["alpha_answer"]]),
         ("Sharing benefit per task", [tables["best"], figures["benefit"], tables["pooled"], tables["modes"]]),
         ("Sensitivity", [figures["alpha"], figures["lambda"], figures["modes"]]),
         ("Budget and learning curves", [figures["budget"], figures["curves"]]),
@@ -151,6 +151,8 @@ def write_report(result: Analysis, out: Path, top: int = 10) -> dict[str, Path]:
             (out / f"{f.name}.png").write_bytes(f.png)
     result.benefit_table.to_csv(out / "benefit.csv", index=False)
     result.configs.to_csv(out / "configs.csv", index=False)
+    if result.answer is not None:
+        result.answer.curve_table().to_csv(out / "alpha_curve.csv", index=False)
     meta = (f"Runs: {result.data.runs_text()} · {len(result.data.trials)} trials · "
             f"{len(result.pairs)} pairs · tasks {', '.join(result.tasks)} · metric {result.metric} · "
             f"generated {time.strftime('%Y-%m-%d %H:%M')}")
