@@ -28,8 +28,8 @@ from orchestrator.sweep import build_parser, build_tuner, plan_sweep, start_run 
 
 
 def write_space(directory: Path, name: str, steps: int, seeds: int, shared: int) -> str:
-    """The default sweep resized: ``seeds`` × (``shared`` + 1 baseline) trials of 2 iterations."""
-    raw = yaml.safe_load((ss.SPACES_DIR / "default.yaml").read_text())
+    """The exploration sweep resized: ``seeds`` × (``shared`` + 1 baseline) trials of 2 iterations."""
+    raw = yaml.safe_load((ss.SPACES_DIR / "explore.yaml").read_text())
     raw.update(seeds=list(range(seeds)), num_samples=shared, iterations=2, steps_per_iteration=steps)
     raw["fixed"]["eval_samples"] = 100
     path = directory / f"{name}.yaml"

@@ -15,12 +15,18 @@ def spec_with(**changes) -> ss.SweepSpec:
 
 
 def test_shipped_spaces_load_and_expand():
-    for name in ("smoke", "default", "full"):
+    for name in ("smoke", "default", "explore", "full"):
         spec = ss.load_space(name)
         n_tasks = len(spec.data.split("=")[1].split(","))
         trials = ss.expand_trials(spec, n_tasks)
         per_knob = len(ss.knob_combinations(spec)) * len(spec.seeds)
-        assert len(trials) == per_knob * (spec.num_samples + 1), name
+        n_shared = len(ss.sample_shared_configs(spec, n_tasks))
+        assert len(trials) == per_knob * (n_shared + ss.baselines_per_seed(spec, n_shared)), name
+    # the default design: 3 data regimes x 8 seeds x (soft at 3 α + hard + 2 baselines)
+    default = ss.expand_trials(ss.load_space("default"), 4)
+    assert len(default) == 144
+    assert Counter(t.get("samples_per_task") for t in default) == {10: 48, 50: 48, None: 48}
+    assert Counter(t["mode"] for t in default) == {"soft": 72, "independent": 48, "hard": 24}
 
 
 def test_dirichlet_lambdas_sum_to_n_and_alpha_in_range():
