@@ -4,7 +4,8 @@ Block k is an ordinary sweep run ``<name>-b<k>`` (the same sweep file, so the sa
 on the next block of seeds; each resumable on its own). After each block the blocks so far are
 analysed together and each task's per-seed log ratios are compared with the Lan–DeMets
 O'Brien–Fleming boundary at information fraction (seeds so far / cap), each task at 5% / tasks
-(orchestrator.analysis.inference.sequential_verdicts). A task is decided at the first look its
+(orchestrator.analysis.inference.sequential_verdicts); each data regime is decided on its
+own. A task is decided at the first look its
 boundary is crossed; the sweep stops when all are, or at the cap. The decisions are written to
 ``<storage>/<name>.sequential.json``: those are the verdicts to quote (the report of the pooled
 blocks gives fixed-sample intervals, which ignore that the looks could stop early).
@@ -49,16 +50,26 @@ def seed_blocks(first: list[int], max_seeds: int) -> list[list[int]]:
 
 
 def decide(run_dirs: list[str], look: int, fractions: list[float]) -> dict[str, Any]:
-    """Per task the verdict at this look (gain / negative_transfer / unclear) from the blocks so far."""
+    """Per task the verdict at this look (gain / negative_transfer / unclear) from the blocks so far.
+    Each data regime is a family of its own (its tasks at 5% / tasks); with several regimes a
+    verdict's key is ``<regime>:<task>`` (``10:2``: task 2 at 10 images per task)."""
     from orchestrator.analysis import analyze, load_runs
 
-    result = analyze(load_runs(list(run_dirs), "fid"))
-    regime = result.answer.regimes[0]
-    verdicts = inference.sequential_verdicts(regime.per_seed, look, fractions)
-    return {"look": look, "seeds": int(max(len(v) for v in regime.per_seed.values())),
+    regimes = analyze(load_runs(list(run_dirs), "fid")).answer.regimes
+    verdicts: dict[str, str] = {}
+    for regime in regimes:
+        for task, verdict in inference.sequential_verdicts(regime.per_seed, look, fractions).items():
+            verdicts[task if len(regimes) == 1 else f"{regime.regime}:{task}"] = verdict
+    n_tasks = max(len(r.per_seed) for r in regimes)
+    return {"look": look, "seeds": int(max(len(v) for r in regimes for v in r.per_seed.values())),
             "fraction": fractions[look], "verdicts": verdicts,
-            "bound_z": float(inference.obrien_fleming_bounds(fractions, inference.FAMILY_ALPHA
-                                                            / max(1, len(verdicts)))[look])}
+            "bound_z": float(inference.obrien_fleming_bounds(fractions, inference.FAMILY_ALPHA / n_tasks)[look])}
+
+
+def _task_words(key: str) -> str:
+    regime, _, task = key.rpartition(":")
+    return f"task {task}" + (f" ({regime} images)" if regime and regime != "all" else " (all images)" if regime
+                             else "")
 
 
 def run_until_decisive(run_block: Callable[[list[int], str], int], storage: RunLocation, name: str,
@@ -81,7 +92,7 @@ def run_until_decisive(run_block: Callable[[list[int], str], int], storage: RunL
                 decided[task] = {"verdict": verdict, "look": look + 1, "seeds": status["seeds"]}
         record["blocks"].append({"run": block_name, "seeds": seeds, **status})
         storage.write_text(json.dumps(record, indent=1), f"{name}.sequential.json")
-        words = ", ".join(f"task {t}: {v}" for t, v in status["verdicts"].items())
+        words = ", ".join(f"{_task_words(t)}: {v}" for t, v in status["verdicts"].items())
         print(f"look {look + 1}/{len(blocks)} ({status['seeds']} seeds, O'Brien-Fleming |z| >= "
               f"{status['bound_z']:.2f}): {words}", flush=True)
         if len(decided) == len(status["verdicts"]):

@@ -22,12 +22,15 @@ def test_seed_blocks_and_argv_rewriting() -> None:
         ["--space", "smoke"]
 
 
-def _synthetic_block(run: Path, seeds: list[int], planted: dict[str, float]) -> None:
+def _synthetic_block(run: Path, seeds: list[int], planted: dict[str, float], regimes: bool = False) -> None:
     testing.write_synthetic_run(run, seeds=len(seeds), alphas=(0.1, 1.0), benefit=planted, iterations=2,
                                 early_stop_fraction=0, diverged_fraction=0, error_fraction=0, samples="none",
-                                rng_seed=seeds[0], sweep=run.name)
+                                rng_seed=seeds[0], sweep=run.name, widths=(64, 128) if regimes else (64,))
     table = pq.read_table(run / "trials.parquet")
     frame = table.to_pandas()
+    if regimes:  # width stands in for the data regime: 64 -> 10 images per task, 128 -> all
+        table = table.set_column(table.schema.get_field_index("samples_per_task"), "samples_per_task",
+                                 pa.array([10 if w == 64 else None for w in frame["width"]], pa.int64()))
     table = table.set_column(table.schema.get_field_index("seed"), "seed",
                              pa.array(frame["seed"] + seeds[0], pa.int64()))
     table = table.set_column(table.schema.get_field_index("baseline_key"), "baseline_key",
@@ -52,6 +55,21 @@ def test_blocks_run_until_the_planted_effect_is_decided_and_stop_at_the_cap(tmp_
     bounds = [b["bound_z"] for b in record["blocks"]]
     assert bounds[0] > bounds[1] > bounds[2]  # O'Brien-Fleming: strict early, near-fixed at the end
     assert "still unclear: 0, 1, 3" in capsys.readouterr().out
+
+
+def test_each_data_regime_is_decided_on_its_own(tmp_path: Path, capsys) -> None:
+    def run_block(seeds: list[int], name: str) -> int:
+        _synthetic_block(tmp_path / name, seeds, {"2": -6.0}, regimes=True)
+        return 0
+
+    assert run_until_decisive(run_block, RunLocation(tmp_path), "reg", [0, 1, 2, 3, 4, 5], 12) == 0
+    record = json.loads((tmp_path / "reg.sequential.json").read_text())
+    assert set(record["blocks"][0]["verdicts"]) == {f"{r}:{t}" for r in ("10", "all") for t in "0123"}
+    # the planted loss is found in both regimes (a null task may be called too: each regime's family
+    # is at 5%, so two families with two looks call one now and then)
+    assert {k: record["decided"][k]["verdict"] for k in ("10:2", "all:2")} == {"10:2": "negative_transfer",
+                                                                               "all:2": "negative_transfer"}
+    assert "task 2 (10 images): negative_transfer" in capsys.readouterr().out
 
 
 def test_until_decisive_refuses_bad_flags_before_anything_runs(tmp_path: Path, capsys) -> None:
