@@ -20,7 +20,7 @@ CONFIRM_KEY = "confirm"
 
 def chosen_configurations(explore_dir: str) -> dict[str, Any]:
     """What the exploration chose: {"chosen": {task: config_id}, "overall": config_id}. With several
-    data regimes, each task's pick is from the first regime listed (the smallest cap)."""
+    data regimes, each regime's pick per task, keyed ``<regime>:<task>`` (``10:2``)."""
     from orchestrator.analysis import analyze, load_runs
     from orchestrator.analysis.load import AnalysisError
 
@@ -30,8 +30,9 @@ def chosen_configurations(explore_dir: str) -> dict[str, Any]:
         raise UsageError(f"--confirm {explore_dir}: {exc}") from None
     if result.answer is None:
         raise UsageError(f"--confirm {explore_dir}: a PBT run has no per-configuration comparison to confirm")
-    regime = result.answer.regimes[0]
-    chosen = {t.name: cid for t, cid in zip(regime.tests, regime.best_ids) if cid}
+    regimes = result.answer.regimes
+    chosen = {(t.name if len(regimes) == 1 else f"{regime.regime}:{t.name}"): cid
+              for regime in regimes for t, cid in zip(regime.tests, regime.best_ids) if cid}
     return {"explore": str(explore_dir), "chosen": chosen, "overall": result.best_config}
 
 

@@ -108,7 +108,19 @@ def _int64(values: pd.Series):
     return pa.array([None if v is None else int(v) for v in values], pa.int64())
 
 
-def test_explore_then_confirm_judges_the_chosen_configurations_on_fresh_seeds_alone(tmp_path: Path) -> None:
+def _width_as_regime(run: Path) -> None:
+    """Width stands in for the data regime: 64 -> 10 images per task, 128 -> all."""
+    import pyarrow as pa
+
+    table = pq.read_table(run / "trials.parquet")
+    table = table.set_column(table.schema.get_field_index("samples_per_task"), "samples_per_task",
+                             pa.array([10 if w == 64 else None for w in table["width"].to_pylist()], pa.int64()))
+    pq.write_table(table, run / "trials.parquet")
+
+
+@pytest.mark.parametrize("regimes", [False, True], ids=["one-regime", "two-regimes"])
+def test_explore_then_confirm_judges_the_chosen_configurations_on_fresh_seeds_alone(tmp_path: Path,
+                                                                                    regimes: bool) -> None:
     import json
 
     from orchestrator.confirm import chosen_configurations
@@ -116,11 +128,16 @@ def test_explore_then_confirm_judges_the_chosen_configurations_on_fresh_seeds_al
     planted = {"2": -4.0}  # task 2 loses under every configuration; the others have no effect
     explore, confirm = tmp_path / "explore", tmp_path / "confirm"
     common = dict(alphas=(0.01, 0.1, 1.0), benefit=planted, iterations=2, early_stop_fraction=0,
-                  diverged_fraction=0, error_fraction=0, samples="none")
+                  diverged_fraction=0, error_fraction=0, samples="none", widths=(64, 128) if regimes else (64,))
     testing.write_synthetic_run(explore, seeds=8, rng_seed=11, **common)
+    if regimes:
+        _width_as_regime(explore)
     record = chosen_configurations(str(explore))
-    assert set(record["chosen"]) == {"0", "1", "2", "3"}
+    keys = [f"{r}:{t}" for r in ("10", "all") for t in "0123"] if regimes else list("0123")
+    assert set(record["chosen"]) == set(keys)
     testing.write_synthetic_run(confirm, seeds=12, rng_seed=12, sweep="confirm", **common)  # same configurations
+    if regimes:
+        _width_as_regime(confirm)
     trials = pq.read_table(confirm / "trials.parquet")  # fresh seeds: 100.., so new baseline keys
     frame = trials.to_pandas()
     trials = trials.set_column(trials.schema.get_field_index("seed"), "seed", _int64(frame["seed"] + 100))
@@ -133,13 +150,13 @@ def test_explore_then_confirm_judges_the_chosen_configurations_on_fresh_seeds_al
     (confirm / "sweep.json").write_text(json.dumps({**sweep, "confirm": record}))
     result = analysis.analyze(analysis.load_runs([explore, confirm], "fid"))
     confirmed = result.answer.confirmed
-    assert [t.evidence for t in confirmed.tests] == ["confirmed"] * 4
-    assert [t.n for t in confirmed.tests] == [12] * 4  # the confirmation's seeds alone
+    assert [t.evidence for t in confirmed.tests] == ["confirmed"] * len(keys)
+    assert [t.n for t in confirmed.tests] == [12] * len(keys)  # the confirmation's seeds alone
     verdicts = {t.name: t.verdict for t in confirmed.tests}
-    assert verdicts["2"] == "negative_transfer"
-    assert all(verdicts[t] == "unclear" for t in ("0", "1", "3"))  # picked as best among nulls: no gain
+    assert all(verdicts[k] == ("negative_transfer" if k.endswith("2") else "unclear") for k in keys), verdicts
     lines = analysis.headline(result)
-    assert any("confirmed on 12 fresh seeds" in line and line.startswith("  task 2: sharing hurts") for line in lines)
+    first = "  task 2 (10 images): sharing hurts" if regimes else "  task 2: sharing hurts"
+    assert any("confirmed on 12 fresh seeds" in line and line.startswith(first) for line in lines)
     # the exploration's own family still comes from the exploration's 8 seeds
     assert all(t.n == 8 for t in result.answer.regimes[0].tests)
 

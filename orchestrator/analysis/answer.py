@@ -214,12 +214,14 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str], test: str = 
         chosen = {**{t: c for i in confirm_runs for t, c in confirms[i]["chosen"].items()}}
         config_of_pair = pairing.config_ids.to_numpy()[pairing.config].astype(str)
         per_task, names = {}, []
-        for k, task in enumerate(data.tasks):
-            if task not in chosen:
+        for key, cid in chosen.items():  # key: a task, or <regime>:<task> with several data regimes
+            task = key.rpartition(":")[2]
+            if task not in data.tasks:
                 continue
-            pick = in_confirm & (config_of_pair == str(chosen[task]))
-            per_task[task] = _per_seed(y[pick, k:k + 1], unit[pick])[:, 0] if pick.any() else np.array([])
-            names.append(labels.get(str(chosen[task]), str(chosen[task])))
+            k = data.tasks.index(task)
+            pick = in_confirm & (config_of_pair == str(cid))
+            per_task[key] = _per_seed(y[pick, k:k + 1], unit[pick])[:, 0] if pick.any() else np.array([])
+            names.append(labels.get(str(cid), str(cid)))
         explore_runs = sorted({str(confirms[i].get("explore", "")) for i in confirm_runs})
         confirmed = Confirmed(inference.family_tests(per_task, evidence="confirmed", test=test), names, explore_runs)
     return Answer(regimes, copying_table(data, pairing, {**labels, INDEPENDENT: INDEPENDENT}), data.metric,
@@ -269,7 +271,9 @@ def answer_lines(result_answer: Answer) -> list[str]:
             words = {"gain": "sharing helps", "negative_transfer": "sharing hurts", "unclear": "unclear"}[t.verdict]
             interval = (f"{metric} {change:+.1f}% [{low:+.1f}, {high:+.1f}]" if np.isfinite(low)
                         else f"{metric} {change:+.1f}% (no interval)")
-            lines.append(f"  task {t.name}: {words}: {interval}, confirmed on {t.n} fresh seeds ({label})")
+            regime, _, task = t.name.rpartition(":")
+            where = f" ({regime} images)" if regime and regime != ALL_IMAGES else " (all images)" if regime else ""
+            lines.append(f"  task {task}{where}: {words}: {interval}, confirmed on {t.n} fresh seeds ({label})")
     copying = result_answer.copying
     if len(copying) and copying["copies"].any():
         flagged = copying[copying["copies"]]
