@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator import analysis, testing
 from orchestrator.analysis.answer import answer_lines
+from orchestrator.report.figures import fig_alpha_answer
 from orchestrator.report.render import write_report
 
 PLANTED = {"0": 3.0, "2": -4.0}  # FID units: task 0 gains, task 2 loses, tasks 1 and 3 nothing
@@ -40,6 +41,9 @@ def test_verdicts_per_task_lead_the_headline_and_fill_benefit_csv(copying_run: P
     decided = (benefit["log_ci_low"] > 0) | (benefit["log_ci_high"] < 0)
     assert list(decided) == list(benefit["verdict"] != "unclear")
     assert (paths["dir"] / "answer.png").stat().st_size > 0
+    assert (paths["dir"] / "alpha_answer.png").stat().st_size > 0
+    curves = pd.read_csv(paths["dir"] / "alpha_curve.csv", dtype={"task": str, "samples_per_task": str})
+    assert len(curves) == len(result.answer.curve_table()) > 0
     assert "The answer" in paths["md"].read_text()
 
 
@@ -178,7 +182,4 @@ def test_benefit_is_a_curve_over_log_alpha_per_task(tmp_path: Path) -> None:
     assert near_one["log_low"] > 0 and near_one["change_hi_pct"] < 0  # FID lower: the band excludes 0
     flat = curves[curves["task"] == "1"]
     assert ((flat["log_low"] <= 0) & (flat["log_high"] >= 0)).mean() > 0.8
-    paths = write_report(result, tmp_path / "report")
-    written = pd.read_csv(paths["dir"] / "alpha_curve.csv", dtype={"task": str, "samples_per_task": str})
-    assert len(written) == len(curves)
-    assert (paths["dir"] / "alpha_answer.png").stat().st_size > 0
+    assert fig_alpha_answer(result).png  # drawn (write_report writes it and alpha_curve.csv: tested above)

@@ -123,7 +123,7 @@ def test_baseline_replicates_train_apart_on_one_data_subset():
     configs = [GANConfig.from_dict(ss.gan_fields(t)) for t in trials if t["mode"] == "independent"]
     assert [c.replicate for c in configs] == [0, 1] and len({c.group_key() for c in configs}) == 1
     population = PopulationGAN(configs)  # one group: one training pool, the seed's subset
-    alone = PopulationGAN(configs[:1])
+    alone = PopulationGAN(configs[:1], tasks=population.tasks)
     first_layer = next(population.G.parameters())
     assert not first_layer[0].equal(first_layer[1])  # each replicate its own initialisation
     assert first_layer[0].equal(next(alone.G.parameters())[0])  # replicate 0 is the seed's own streams
