@@ -104,6 +104,7 @@ def test_each_data_regime_is_analysed_on_its_own(tmp_path: Path) -> None:
     assert [r.regime for r in result.answer.regimes] == ["10", "all"]
     assert all(t.n == 8 for r in result.answer.regimes for t in r.tests)
     assert list(result.benefit_table["samples_per_task"].astype(str)) == ["10"] * 4 + ["all"] * 4
+    assert any(note.startswith("This run has 2 data regimes") for note in result.notes)  # the pooled parts say so
 
 
 def _int64(values: pd.Series):

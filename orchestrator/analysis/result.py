@@ -84,9 +84,16 @@ def _pairs_frame(data: RunData, pairing: Pairing, dmtl: np.ndarray) -> pd.DataFr
     })
 
 
-def _notes(data: RunData, pairing: Pairing, pbt_runs: list[str], scale: np.ndarray | None) -> tuple[str, ...]:
+def _notes(data: RunData, pairing: Pairing, pbt_runs: list[str], scale: np.ndarray | None,
+           primary: Answer | None = None) -> tuple[str, ...]:
     """What a reader must know about this particular run (the general conventions are in the report)."""
     metric, notes = data.metric, []
+    if primary is not None and len(primary.regimes) > 1:
+        regimes = ", ".join(r.regime for r in primary.regimes)
+        notes.append(f"This run has {len(primary.regimes)} data regimes (samples_per_task {regimes}): the answer "
+                     f"and its curves over log α analyse each on its own; the secondary sections (verdicts without "
+                     f"selection, ΔMTL, the best configuration, benefit vs α) pool them, so read those per "
+                     f"configuration (each configuration belongs to one regime) rather than pooled.")
     if pbt_runs:
         notes.append(f"PBT run(s) {', '.join(pbt_runs)}: exploit copies the weights (and α) of the best trials "
                      f"into others across seeds, so a shared trial and the independent trial of its seed are not "
@@ -136,5 +143,5 @@ def analyze(data: RunData, resamples: int = 2000, rng_seed: int = 0, test: str =
         status_counts=status_table(status, is_base), divergence=divergence_table(status, is_base, configs),
         usable=pairing.usable, last_iter=pairing.last_iter, verdicts=verdicts, n_eligible=n_eligible,
         alpha_curve=alpha_curve(data, pairing, benefit, dmtl, resamples, rng_seed),
-        budget=budget_curves(data, pairing), pbt_runs=pbt_runs, notes=_notes(data, pairing, pbt_runs, scale),
+        budget=budget_curves(data, pairing), pbt_runs=pbt_runs, notes=_notes(data, pairing, pbt_runs, scale, primary),
         stat_seconds=time.perf_counter() - started)
