@@ -160,10 +160,6 @@ class Progress(Callback):
         self._finished.discard(trial.trial_id)  # an errored trial restarted
         self._running.add(trial.trial_id)
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        self._catch_up(trials)
-        self._count(trial, "RUNNING", result)
-
     def _on_finished(self, trials: list, trial, status: str) -> None:
         self._catch_up(trials)
         self._running.discard(trial.trial_id)
@@ -177,6 +173,20 @@ class Progress(Callback):
         print(f"[{len(self._finished):>{width}}/{self.total}] {duration(time.monotonic() - self._start):>6}  "
               f"{arm_label(trial.config)}  {fid_text}  {outcome(status, result, self._planned(trial), error)}"
               f"  (trial {trial.trial_id})", file=sys.stdout, flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        """Count the result; an arm that ASHA stopped inside a group (the group goes on): one line."""
+        self._catch_up(trials)
+        self._count(trial, "RUNNING", result)
+        arms = trial_of(trial.config).get("arms", [])
+        for entry in result.get("arms", []):
+            if entry.get("stopped"):
+                arm = arms[entry["arm"]]
+                fid = entry.get("fid_mean")
+                print(f"{'':>{2 * len(str(self.total)) + 3}} {duration(time.monotonic() - self._start):>6}  "
+                      f"{arm_label(arm)}  fid_mean={fid:.3g}  "
+                      f"{outcome('TERMINATED', result, int(arm.get('iterations', self.iterations)))}"
+                      f"  (trial {trial.trial_id}-a{entry['arm']})", file=sys.stdout, flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._on_finished(trials, trial, "TERMINATED")

@@ -70,7 +70,7 @@ from orchestrator.schema import (DIVERGED, ERROR, FAILED_STATUSES, HARD, LOSS_NA
                                  metrics_as_current, trials_schema, with_query)
 from trainables.config import GANConfig
 from trainables.keys import ORCHESTRATOR_KEYS
-from trainables.tune_trainable import gan_config_dict, samples_file, trial_of
+from trainables.tune_trainable import arm_trial_id, gan_config_dict, samples_file, trial_of
 
 
 
@@ -100,10 +100,6 @@ def arms_of(trial) -> list[Arm]:
     return [Arm(arm_trial_id(trial.trial_id, k), arm, trial.trial_id, k) for k, arm in enumerate(config["arms"])]
 
 
-def arm_trial_id(group_id: str, index: int) -> str:
-    return f"{group_id}-a{index}"
-
-
 def arm_results(trial, result: dict[str, Any]) -> list[tuple[Arm, dict[str, Any]]]:
     """(arm, its result) for every arm a Tune result reports: group-level keys (iteration,
     step, time, where) with the arm's own metrics over them."""
@@ -111,7 +107,9 @@ def arm_results(trial, result: dict[str, Any]) -> list[tuple[Arm, dict[str, Any]
     if "arms" not in result:
         return [(arms[0], result)]
     shared = {k: v for k, v in result.items() if k != "arms"}
-    return [(arms[entry["arm"]], {**shared, **entry}) for entry in result["arms"]]
+    # Under PBT an arm's entry carries the configuration it ran with (its group changes it).
+    return [(arms[entry["arm"]]._replace(config=entry.get("config", arms[entry["arm"]].config)), {**shared, **entry})
+            for entry in result["arms"]]
 
 
 class MetricsFile(NamedTuple):
@@ -301,6 +299,8 @@ class ParquetResults(Callback):
             row[f"fid_{t}"], row[f"kid_{t}"] = result.get(f"fid/{t}"), result.get(f"kid/{t}")
         row["fid_mean"], row["kid_mean"] = result.get("fid_mean"), result.get("kid_mean")
         key = (trial.trial_id, iteration_done)
+        if result.get("stopped"):  # ASHA stopped this arm of a group at this iteration: it has ended
+            row["status"] = TERMINATED
         if key in self._written:
             return  # replayed after a restore: already on disk
         timestamp = datetime.now(timezone.utc)  # Tune's own "timestamp" is whole seconds
@@ -435,7 +435,8 @@ class ParquetResults(Callback):
 
     def _set_status(self, trial: Arm, status: str) -> None:
         row = self._row(trial)
-        if row["status"] != DIVERGED:
+        # An arm of a group ends (diverged, or stopped by ASHA) while its group goes on.
+        if row["status"] != DIVERGED and not (trial.group_id is not None and row["status"] == TERMINATED):
             row["status"] = status
         self._trials_dirty = True
 

@@ -19,6 +19,7 @@ from orchestrator.schema import RunLocation
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "state.pt"  # the trainable's checkpoint layout (trainables.tune_trainable)
+FINAL_STATE_FILE = "final-a{}.pt"  # tune_trainable.final_state_file: an arm a scheduler stopped
 # An arm of a grouped trial: <group trial id>-a<index> (orchestrator.results.arm_trial_id).
 ARM_TRIAL_ID = re.compile(r"^(.+)-a(\d+)$")
 
@@ -52,7 +53,12 @@ def load_trial(run_dir: str | Path, trial_id: str, device: str = "cpu"):
         trials = [name for name in (run.subdirectories() if run.is_dir() else []) if checkpoints(run_dir, name)]
         raise FileNotFoundError(f"no checkpoint of trial {trial_id!r} in {run_dir} "
                                 f"(trials with one: {', '.join(trials) or 'none'})")
-    with run.fs.open_input_file(f"{kept[-1]}/{STATE_FILE}") as f:
+    final = f"{kept[-1]}/{FINAL_STATE_FILE.format(group_arm[2])}" if group_arm else None
+    if final is not None and run.fs.get_file_info(final).is_file:  # an arm ASHA stopped: its final state
+        state_path = final
+    else:
+        state_path = f"{kept[-1]}/{STATE_FILE}"
+    with run.fs.open_input_file(state_path) as f:
         state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
     if "configs" in state:  # a group's state: take the arm's slice
         try:

@@ -18,9 +18,15 @@ arm (``BaselineExemptASHA``), so every baseline runs all its iterations and the 
 compares each pair at the last iteration both reached; pbt mutates α of shared trials and
 exploits among them only (baselines are neither copied from nor into). PBT trials change
 configuration mid-run, so their rows pair by seed but their config_id is the final one.
+
+Trials that train groups of arms (arms_per_trial > 1) are scheduled per arm, inside the group:
+under asha each group judges its shared arms against rung records shared by all groups
+(``ArmASHA`` creates them on the driver; tune_trainable drops the stopped arms), under pbt each
+group exploits and explores among its own shared arms; Tune runs the groups first-in first-out.
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from ray import tune
@@ -29,7 +35,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 import search_spaces as ss
 from orchestrator.schema import HARD, INDEPENDENT
 from trainables.config import GANConfig
-from trainables.tune_trainable import gan_config_dict, trial_of
+from trainables.tune_trainable import ASHA_KEY, PBT_KEY, gan_config_dict, rung_records, trial_of
 
 METRIC, METRIC_MODE = "fid_mean", "min"
 TIME_ATTR = "iteration"
@@ -43,10 +49,40 @@ def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, 
     """(param_space, search_alg or None, num_samples) for Tuner."""
     if spec.search in ("random", "grid"):
         trials = ss.expand_trials(spec, n_tasks)
-        if spec.arms_per_trial not in (1, "auto"):
-            trials = [{"arms": group} for group in pack_arms(trials, int(spec.arms_per_trial))]
+        if grouped(spec):
+            scheduler = ({ASHA_KEY: group_asha_settings(spec)} if spec.scheduler == "asha" else
+                         {PBT_KEY: group_pbt_settings(spec)} if spec.scheduler == "pbt" else {})
+            trials = [{"arms": group, **scheduler} for group in pack_arms(trials, int(spec.arms_per_trial))]
         return {"trial": tune.grid_search(trials)}, None, 1
     return _optuna_search(spec, n_tasks)
+
+
+def grouped(spec: ss.SweepSpec) -> bool:
+    """Whether a Tune trial trains a group of arms (arms_per_trial resolved to more than 1)."""
+    return spec.arms_per_trial not in (1, "auto")
+
+
+def asha_settings(spec: ss.SweepSpec) -> dict[str, Any]:
+    """ASHA's rungs: every iteration may be a decision point, halving at each (grace 1, factor 2)."""
+    return {"max_t": spec.iterations, "grace_period": 1, "reduction_factor": 2}
+
+
+def group_asha_settings(spec: ss.SweepSpec) -> dict[str, Any]:
+    """asha_settings and the name of this sweep's rung-records actor (unique: two sweeps of
+    one driver, as in a test session, must not share records)."""
+    return {**asha_settings(spec), "records": f"mtgan-rung-records-{uuid.uuid4().hex[:12]}"}
+
+
+def pbt_interval(spec: ss.SweepSpec) -> int:
+    return max(1, spec.iterations // 4)
+
+
+def group_pbt_settings(spec: ss.SweepSpec) -> dict[str, Any]:
+    """PBT inside a group (tune_trainable.exploit_and_explore), set as the one-arm PBT is:
+    exploit every quarter of the iterations, the worst quarter from the best, α perturbed."""
+    kind, arg = next(iter(spec.alpha.items()))
+    return {"interval": pbt_interval(spec), "quantile_fraction": 0.25, "resample_probability": 0.25,
+            "alpha": [kind, list(arg)]}
 
 
 def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
@@ -128,6 +164,28 @@ class BaselineExemptASHA(AsyncHyperBandScheduler):
         return super().on_trial_result(tune_controller, trial, result)
 
 
+class ArmASHA(FIFOScheduler):
+    """ASHA for trials that train groups of arms: the decisions are per arm, made inside each
+    group against rung records that every group shares (trainables.halving, through the Ray
+    actor ``tune_trainable.rung_records`` named in each group's config), so Tune itself runs
+    the groups first-in first-out. This scheduler owns the records: it creates the actor on
+    the driver when the first trial is added (again after a --resume), so it lives as long as
+    the sweep's driver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles the scheduler into tuner.pkl: no actor handle
+        return {**self.__dict__, "_records": None}
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        settings = trial_of(trial.config).get(ASHA_KEY)
+        if self._records is None and settings:
+            self._records = rung_records(settings)
+        super().on_trial_add(tune_controller, trial)
+
+
 class BaselineExemptPBT(PopulationBasedTraining):
     """PBT whose population is the shared trials only: a baseline arm never records a score,
     so it is never in a quantile (never exploited, never a donor) and never mutated."""
@@ -139,16 +197,19 @@ class BaselineExemptPBT(PopulationBasedTraining):
 
 
 def tune_scheduler(spec: ss.SweepSpec) -> TrialScheduler:
+    if spec.scheduler == "asha" and grouped(spec):
+        return ArmASHA()
     if spec.scheduler == "asha":
-        return BaselineExemptASHA(time_attr=TIME_ATTR, metric=METRIC, mode=METRIC_MODE,
-                                  max_t=spec.iterations, grace_period=1, reduction_factor=2)
+        return BaselineExemptASHA(time_attr=TIME_ATTR, metric=METRIC, mode=METRIC_MODE, **asha_settings(spec))
+    if spec.scheduler == "pbt" and grouped(spec):
+        return FIFOScheduler()  # the population is each group's, exploited inside it (group_pbt_settings)
     if spec.scheduler == "pbt":
         if spec.search == "optuna":
             raise ValueError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
         kind, arg = next(iter(spec.alpha.items()))
         alpha = tune.loguniform(*arg) if kind == "loguniform" else tune.choice(arg)
         return BaselineExemptPBT(time_attr=TIME_ATTR, metric=METRIC, mode=METRIC_MODE,
-                                 perturbation_interval=max(1, spec.iterations // 4),
+                                 perturbation_interval=pbt_interval(spec),
                                  hyperparam_mutations={"trial": {"alpha": alpha}}, quantile_fraction=0.25,
                                  synch=False)
     return FIFOScheduler()

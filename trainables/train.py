@@ -124,7 +124,7 @@ class PopulationGAN:
         keys = {c.group_key() for c in configs}
         if len(keys) > 1:
             raise ValueError("arms of one group must differ only in mode (hard apart), alpha, lambdas and seed")
-        self.arm_configs = list(configs)  # every arm ever in the group, by arm id
+        self.arm_configs = list(configs)  # every arm ever in the group, by arm id (its latest config)
         self.configs = list(configs)  # the surviving arms', in arm_ids order
         config = self.configs[0]
         self.device = torch.device(device)
@@ -383,11 +383,13 @@ class PopulationGAN:
     def set_arm(self, arm_id: int, config: GANConfig) -> None:
         """Give arm ``arm_id`` new α/λ (PBT's explore); the rest of its config must not change."""
         a = self.arm_ids.index(arm_id)
-        if config.group_key() != self.configs[a].group_key() or config.seed != self.configs[a].seed:
+        if (config.group_key() != self.configs[a].group_key()
+                or (config.seed, config.replicate) != (self.configs[a].seed, self.configs[a].replicate)):
             raise ValueError("only alpha, lambdas and mode (not hard) of an arm can change")
         if config.mode == "soft" and self.mode != "soft":
             raise ValueError("an arm can become soft only in a group with soft layers")
         self.configs[a] = config
+        self.arm_configs[arm_id] = config  # what its state is now the state of (load_state_dict checks)
         self.alpha[a] = arm_alpha(config)
         self.lambdas[a] = torch.tensor(config.task_lambdas(self.tasks.n_tasks), dtype=torch.float32)
 

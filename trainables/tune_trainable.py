@@ -16,13 +16,16 @@ TERMINATED for Tune (not retried) and ``diverged`` in trials.parquet.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
+import math
 import os
 import pickle
 import socket
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +34,30 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import INDEPENDENT, GANConfig
+from trainables.config import HARD, INDEPENDENT, GANConfig
 from trainables.data import TaskSet, load_tasks
+from trainables.halving import RungRecords
 from trainables.keys import METRIC_NAMES, ORCHESTRATOR_KEYS
-from trainables.train import DivergenceError, MultiTaskGAN, PopulationGAN
+from trainables.train import DivergenceError, MultiTaskGAN, PopulationGAN, arm_state
 
 STATE_FILE, META_FILE, SAMPLES_FILE = "state.pt", "meta.json", "samples.npz"
+# In a group's trial config: ASHA per arm, {"records": the actor's name, "max_t", "grace_period",
+# "reduction_factor"} (RungRecords); PBT inside the group, {"interval", "quantile_fraction",
+# "resample_probability", "alpha": [kind, arg]} (kind loguniform: [low, high]; choice: values).
+ASHA_KEY, PBT_KEY = "asha", "pbt"
+
+
+def arm_trial_id(group_id: str, index: int) -> str:
+    """An arm's trial_id in the results: its group's Tune trial id and its index there."""
+    return f"{group_id}-a{index}"
+
+
+def rung_records(settings: dict[str, Any]):
+    """The sweep's one RungRecords, a Ray actor named ``settings["records"]`` (the driver's
+    scheduler creates it, so it lives as long as the driver; each group finds it by name)."""
+    rungs = {k: v for k, v in settings.items() if k != "records"}
+    return (ray.remote(num_cpus=0)(RungRecords)
+            .options(name=settings["records"], get_if_exists=True).remote(**rungs))
 
 
 def samples_file(arm: int | None) -> str:
@@ -155,7 +176,7 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     config = trial_of(config)
     if "arms" in config:
-        return group_trainable(config["arms"])
+        return group_trainable(config["arms"], config.get(ASHA_KEY), config.get(PBT_KEY))
     gan_cfg = GANConfig.from_dict(gan_config_dict(config))
     device, cpus, gpus = _device_and_share()
     steps = int(config["steps_per_iteration"])
@@ -193,35 +214,59 @@ def multitask_gan_trainable(config: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------ a group of arms
-def group_trainable(arms: list[dict[str, Any]]) -> None:
+def group_trainable(arms: list[dict[str, Any]], asha: dict[str, Any] | None = None,
+                    pbt: dict[str, Any] | None = None) -> None:
     """A Tune trial that trains a group of arms as one PopulationGAN (``{"arms": [trial, ...]}``).
 
     Each iteration reports one result: the group's iteration, step, time and place, its mean
     fid/kid, and ``arms``: one entry per arm still training (``arm``: its index in the group,
     then the metrics a one-arm trial reports), or, once, ``diverged`` and the error of an arm
     that diverged in that iteration (it is dropped; the others go on unchanged). A checkpoint
-    holds the group's state, ``meta.json`` and ``samples-a<k>.npz`` per surviving arm."""
+    holds the group's state, ``meta.json`` and ``samples-a<k>.npz`` per surviving arm.
+
+    ``asha``: successive halving per arm (trainables.halving) against the sweep's shared rung
+    records. At a rung, a shared arm the records stop reports that iteration with ``stopped``
+    set and is dropped: the group's compute shrinks, and the trial ends when no arm is left.
+    Its final state (``final-a<k>.pt``, one-arm layout) and samples go into that checkpoint and
+    every later one, so the group's latest checkpoint holds every arm. Baselines are never judged.
+
+    ``pbt``: population-based training inside the group (:func:`exploit_and_explore`) after
+    every ``interval`` iterations; each arm's entry carries ``config``, the trial dict it ran
+    that iteration with, and the checkpoint holds the configurations PBT gave."""
+    arms = [dict(arm) for arm in arms]  # PBT changes an arm's configuration: the trial dict it runs with
     configs = [GANConfig.from_dict(gan_config_dict(arm)) for arm in arms]
     device, cpus, gpus = _device_and_share()
     first = arms[0]
     steps, iterations = int(first["steps_per_iteration"]), int(first["iterations"])
     keep = int(first.get("samples_kept", 16))
     placement = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-             "cpus": cpus, "gpus": gpus, "device": device}
+                 "cpus": cpus, "gpus": gpus, "device": device}
     group = PopulationGAN(configs, tasks=_tasks_for(configs[0]), device=device,
                           metrics_cache_dir=os.environ.get("MTGAN_CACHE"),
                           reference_tasks=_tasks_for(dataclasses.replace(configs[0], samples_per_task=None)))
     placement["arch"] = group.arch  # the arch built (a config may leave it to the image size)
+    records = rung_records(asha) if asha else None
+    # Arms ASHA stopped: their final state and samples, carried into every later checkpoint.
+    finished: dict[str, bytes] = {}
+    explored: dict[int, dict[str, Any]] = {}
     done, spent, last_losses = 0, 0.0, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            group.load_state_dict(load_state(Path(directory) / STATE_FILE, device))
             meta = json.loads((Path(directory) / META_FILE).read_text())
+            if not (Path(directory) / STATE_FILE).exists():
+                return  # ASHA had stopped every arm (the driver died before Tune recorded the end)
+            explored = {int(arm): trial for arm, trial in meta.get("explored", {}).items()}
+            for arm, trial in explored.items():  # the configurations PBT gave, before the state of them
+                arms[arm] = trial
+                group.set_arm(arm, GANConfig.from_dict(gan_config_dict(trial)))
+            group.load_state_dict(load_state(Path(directory) / STATE_FILE, device))
+            finished = {name: (Path(directory) / name).read_bytes() for name in meta.get("finished", [])}
         done, spent, last_losses = int(meta["iteration"]), float(meta["time_s"]), meta.get("losses")
     if done >= iterations and last_losses is not None:  # the driver died before Tune recorded the end
         losses = {int(k): v for k, v in last_losses.items()}
-        tune.report(_group_metrics(group, done, spent, losses, group.evaluate(), {}, placement))
+        metrics = _group_metrics(group, done, spent, losses, group.evaluate(), {}, placement)
+        tune.report(_with_configs(metrics, arms) if pbt else metrics)
         return
     for iteration in range(done + 1, iterations + 1):
         started = time.perf_counter()
@@ -232,19 +277,118 @@ def group_trainable(arms: list[dict[str, Any]]) -> None:
         spent += time.perf_counter() - started
         losses = {arm: {k: [float(x) for x in v] for k, v in arm_losses.items()} for arm, arm_losses in out.items()}
         metrics = _group_metrics(group, iteration, spent, losses, per_arm, diverged, placement)
+        if pbt:
+            metrics = _with_configs(metrics, arms)
         if not group.arm_ids:  # every arm diverged: nothing left to train or checkpoint
             tune.report(metrics)
             return
+        if pbt and iteration % int(pbt["interval"]) == 0 and iteration < iterations:
+            fids = {entry["arm"]: entry["fid_mean"] for entry in metrics["arms"] if not entry["diverged"]}
+            rng = np.random.default_rng([zlib.crc32(json.dumps(arms, sort_keys=True).encode()), iteration])
+            for target in exploit_and_explore(group, arms, fids, pbt, rng):
+                explored[target] = arms[target]
+        samples = group.sample(keep) if keep > 0 else None
+        if records is not None:
+            stopped = _halve(records, tune.get_context().get_trial_id(), group, metrics, iteration)
+            finished.update(_final_files(group, stopped, samples))
+            samples = None if samples is None else samples[[a for a, arm in enumerate(group.arm_ids)
+                                                            if arm not in stopped]]
+            group.drop_arms(stopped)
         with tempfile.TemporaryDirectory(prefix="mtgan-ckpt-") as tmp:
-            torch.save(group.state_dict(), Path(tmp) / STATE_FILE)
+            if group.arm_ids:
+                torch.save(group.state_dict(), Path(tmp) / STATE_FILE)
             (Path(tmp) / META_FILE).write_text(json.dumps({"iteration": iteration, "time_s": spent,
-                                                           "step": group.step, "losses": losses}))
-            if keep > 0:
-                samples = group.sample(keep)
-                for a, arm in enumerate(group.arm_ids):
-                    np.savez_compressed(Path(tmp) / samples_file(arm), images=samples[a],
-                                        tasks=np.array(group.tasks.names))
+                                                           "step": group.step, "losses": losses,
+                                                           "finished": sorted(finished),
+                                                           "explored": explored}))
+            for name, content in finished.items():
+                (Path(tmp) / name).write_bytes(content)
+            for a, arm in enumerate(group.arm_ids if samples is not None else []):
+                np.savez_compressed(Path(tmp) / samples_file(arm), images=samples[a], tasks=np.array(group.tasks.names))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if not group.arm_ids:  # ASHA stopped every arm left: the trial ends, its compute freed
+            return
+
+
+def _with_configs(metrics: dict[str, Any], arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each arm's entry with ``config``: the trial dict it ran with (PBT changes it)."""
+    for entry in metrics["arms"]:
+        entry["config"] = dict(arms[entry["arm"]])
+    return metrics
+
+
+def exploit_and_explore(group: PopulationGAN, arms: list[dict[str, Any]], fids: dict[int, float],
+                        settings: dict[str, Any], rng: np.random.Generator) -> list[int]:
+    """PBT among a group's shared arms (as Tune's PopulationBasedTraining among trials; baselines
+    are never in the population): each arm in the worst ``quantile_fraction`` by fid continues
+    from a random arm of the best (``copy_arm``: weights, S, Adam's moments) with that arm's
+    configuration and a perturbed α (resampled with ``resample_probability``, else × 0.8 or
+    × 1.2 within the range; a choice moves to a neighbouring value), keeping its own seed and
+    random streams. Updates ``arms`` (the trial dicts) and returns the arms changed."""
+    population = sorted((arm for arm in group.arm_ids if group.arm_configs[arm].mode != INDEPENDENT and arm in fids),
+                        key=lambda arm: (fids[arm], arm))
+    count = int(math.ceil(len(population) * settings["quantile_fraction"]))
+    count = min(count, len(population) // 2)  # as Tune: the two quantiles never overlap
+    best, worst = population[:count], population[len(population) - count:]
+    for target in worst:
+        donor = int(rng.choice(best))
+        group.copy_arm(donor, target)
+        own = {k: arms[target][k] for k in ("seed", "replicate") if k in arms[target]}  # its own streams
+        trial = {**arms[donor], **own, "alpha": _perturbed(arms[donor]["alpha"], settings, rng)}
+        if group.arm_configs[donor].mode == HARD:  # α does nothing under hard sharing
+            trial["alpha"] = arms[donor]["alpha"]
+        arms[target] = trial
+        group.set_arm(target, GANConfig.from_dict(gan_config_dict(trial)))
+    return worst
+
+
+def _perturbed(alpha: float, settings: dict[str, Any], rng: np.random.Generator) -> float:
+    kind, arg = settings["alpha"]
+    resample = rng.random() < settings["resample_probability"]
+    if kind == "loguniform":
+        low, high = float(arg[0]), float(arg[1])
+        if resample:
+            return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return float(np.clip(alpha * rng.choice([0.8, 1.2]), low, high))
+    values = [float(v) for v in arg]
+    if resample or alpha not in values:
+        return float(rng.choice(values))
+    index = values.index(alpha) + int(rng.choice([-1, 1]))
+    return values[min(max(index, 0), len(values) - 1)]
+
+
+def final_state_file(arm: int) -> str:
+    """A checkpoint's file holding the final state of an arm ASHA stopped (one-arm layout)."""
+    return f"final-a{arm}.pt"
+
+
+def _final_files(group: PopulationGAN, arms: list[int], samples: np.ndarray | None) -> dict[str, bytes]:
+    """The files that keep stopped arms' final states (and samples) in later checkpoints."""
+    files: dict[str, bytes] = {}
+    state = group.state_dict() if arms else None
+    for arm in arms:
+        buffer = io.BytesIO()
+        torch.save(arm_state(state, arm), buffer)
+        files[final_state_file(arm)] = buffer.getvalue()
+        if samples is not None:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, images=samples[group.arm_ids.index(arm)], tasks=np.array(group.tasks.names))
+            files[samples_file(arm)] = buffer.getvalue()
+    return files
+
+
+def _halve(records, group_id: str, group: PopulationGAN, metrics: dict[str, Any], iteration: int) -> list[int]:
+    """Ask the rung records which shared arms to stop at ``iteration``; flag their entries."""
+    entries = {entry["arm"]: entry for entry in metrics["arms"] if not entry["diverged"]}
+    values = {arm_trial_id(group_id, arm): entries[arm]["fid_mean"] for arm in group.arm_ids
+              if group.arm_configs[arm].mode != INDEPENDENT}
+    if not values:
+        return []
+    stopped_ids = set(ray.get(records.judge.remote(iteration, values)))
+    stopped = [arm for arm in group.arm_ids if arm_trial_id(group_id, arm) in stopped_ids]
+    for arm in stopped:
+        entries[arm]["stopped"] = True
+    return stopped
 
 
 def _group_metrics(group: PopulationGAN, iteration: int, spent: float, losses: dict[int, dict[str, list[float]]],
