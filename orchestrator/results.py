@@ -22,11 +22,16 @@ and Polars fail on a file removed between their glob's listing and their opening
 of a file replaced in a loop failed; DuckDB's none). So a ``metrics/*.parquet`` glob never
 sees a row twice, never a partial file (temporaries end in ``.partial``) and never errs while
 the trials run. When the sweep ends, compaction brings the file count to one per trial: each
-trial's files (and rows still in memory) become one ``<trial_id>-<first>-<last>.parquet``
-(written atomically), then the parts are deleted -- a reader at that moment may see rows twice
-or miss a part, so read again after the sweep's summary. If the driver dies inside it,
-``setup()`` repairs the run on resume: a file whose iteration range lies inside another file of
-the same trial, with all its rows there, is deleted.
+trial's files (and rows still in memory) become one ``<trial_id>-<first>-<last>.parquet``. On a
+local disk the new metrics/ is built beside it in ``.metrics-compacting/`` (merged files, hard
+links to the files that stay) and the two directories are swapped by one atomic rename
+(renameat2 RENAME_EXCHANGE), so a glob lists the parts or the merged files, never both; a read
+whose listing came just before the swap can fail to open a part (read again). If the driver
+dies meanwhile, ``setup()`` removes the half-built (or swapped-out) directory. Elsewhere (an
+object store) each trial's merged file is written, then its parts deleted: a reader at that
+moment may see rows twice or miss a part, so read again after the sweep's summary; if the
+driver dies inside it, ``setup()`` repairs the run on resume: a file whose iteration range lies
+inside another file of the same trial, with all its rows there, is deleted.
 
 Rows are never duplicated: at setup -- a fresh start, a ``--resume``, or a restored Tuner --
 the (trial_id, iteration) pairs already on disk are read and skipped when reported again (a
@@ -52,6 +57,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -235,6 +242,8 @@ class ParquetResults(Callback):
                                "where the run is")
         self._files.makedirs(METRICS_DIR)
         self._files.delete_temporaries(METRICS_DIR)  # left by a driver killed mid-write
+        if self._files.local:  # a compaction cut short: before its swap, or the parts after it
+            shutil.rmtree(self._files.sub(COMPACTING_DIR), ignore_errors=True)
         readable = set_aside_unreadable(self._files)
         by_trial: dict[str, list[MetricsFile]] = {}
         for file in readable:
@@ -350,8 +359,7 @@ class ParquetResults(Callback):
         with self._recording_failure():
             self._persist_pending()
             self._write_trials()
-            for trial_id in sorted(set(self._metrics_files) | set(self._pending)):
-                self.compact(trial_id)
+            self.compact_all()
             self._write_trials()
 
     # -------------------------------------------------------------------------- writing
@@ -382,20 +390,44 @@ class ParquetResults(Callback):
             self._session_rows.setdefault(trial_id, []).extend(rows)
             self._session_parts.setdefault(trial_id, set()).add(part.name)
 
+    def compact_all(self) -> None:
+        """Compact every trial (``compact``): on a local disk all at once -- the new metrics/
+        is built beside it (``.metrics-compacting/``: merged files, hard links to the rest) and
+        the two directories are swapped in one atomic rename -- so a ``metrics/*.parquet`` glob
+        lists the parts or the merged files, never both. Elsewhere (object stores, a file
+        system without that rename) trial by trial."""
+        trial_ids = sorted(set(self._metrics_files) | set(self._pending))
+        if self._files.local and _exchange_supported() and self._compact_by_exchange(trial_ids):
+            return
+        for trial_id in trial_ids:
+            self.compact(trial_id)
+
     def compact(self, trial_id: str) -> None:
         """Merge a trial's metrics files and rows still in memory into one
         ``<trial_id>-<first>-<last>.parquet``; for a trial that has ended, flag its last
         iteration's rows ``final`` (and only those).
 
         The merged file is complete on disk before any part is deleted, so a crash loses
-        nothing (setup() deletes the leftover parts); readers may meanwhile see both. Rows
-        this driver wrote come from memory: only parts of an earlier driver are read back."""
+        nothing (setup() deletes the leftover parts); readers may meanwhile see both."""
+        merged = self._merged(trial_id)
+        if merged is not None:
+            file, table = merged
+            self._files.write_table(table, METRICS_DIR, file.name)
+            for part in self._metrics_files.get(trial_id, []):
+                if part.name != file.name:
+                    self._files.delete(METRICS_DIR, part.name)
+            self._metrics_files[trial_id] = [file]
+        self._pending.pop(trial_id, None)
+        self._drop_session(trial_id)
+
+    def _merged(self, trial_id: str) -> tuple[MetricsFile, pa.Table] | None:
+        """The trial's one merged file and its rows, or None when its files are final already.
+        Rows this driver wrote come from memory: only parts of an earlier driver are read back."""
         files = self._metrics_files.get(trial_id, [])
-        pending = self._pending.pop(trial_id, [])
+        pending = self._pending.get(trial_id, [])
         ended = self._trials.get(trial_id, {}).get("status") in (TERMINATED, *FAILED_STATUSES)
         if not pending and (not files or (len(files) < 2 and not ended)):
-            self._drop_session(trial_id)
-            return
+            return None
         mine = self._session_parts.get(trial_id, set())
         tables = [pa.Table.from_pylist(self._session_rows.get(trial_id, []) + pending, schema=METRICS_SCHEMA)]
         tables += [metrics_as_current(self._files.read_table(METRICS_DIR, f.name))
@@ -404,17 +436,45 @@ class ParquetResults(Callback):
         if ended:
             final = pc.equal(table["iteration"], pc.max(table["iteration"]))
             if not pending and len(files) == 1 and table["final"].to_pylist() == final.to_pylist():
-                self._drop_session(trial_id)
-                return  # one file, flagged already
+                return None  # one file, flagged already
             table = table.set_column(table.schema.get_field_index("final"), "final", final)
         iterations = table.column("iteration")
-        merged = MetricsFile.named(trial_id, pc_min(iterations), pc_max(iterations))
-        self._files.write_table(table, METRICS_DIR, merged.name)
-        for file in files:
-            if file.name != merged.name:
-                self._files.delete(METRICS_DIR, file.name)
-        self._metrics_files[trial_id] = [merged]
-        self._drop_session(trial_id)
+        return MetricsFile.named(trial_id, pc_min(iterations), pc_max(iterations)), table
+
+    def _compact_by_exchange(self, trial_ids: list[str]) -> bool:
+        """compact_all's atomic swap; False (nothing changed) where metrics/ holds anything but
+        plain files or the rename is refused."""
+        metrics, staging = Path(self._files.sub(METRICS_DIR)), Path(self._files.sub(COMPACTING_DIR))
+        entries = list(os.scandir(metrics))
+        if any(not e.is_file(follow_symlinks=False) for e in entries):
+            return False
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        merged_files: dict[str, MetricsFile] = {}
+        replaced: set[str] = set()
+        for trial_id in trial_ids:
+            merged = self._merged(trial_id)
+            if merged is None:
+                continue
+            file, table = merged
+            pq.write_table(table, staging / file.name)
+            merged_files[trial_id] = file
+            replaced.update(f.name for f in self._metrics_files.get(trial_id, []))
+        for entry in entries:
+            if entry.name not in replaced and not entry.name.startswith(".tmp-"):
+                os.link(entry.path, staging / entry.name)
+        try:
+            _exchange(staging, metrics)
+        except OSError:  # e.g. EINVAL: the file system has no such rename
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        shutil.rmtree(staging, ignore_errors=True)  # the parts, now out of every reader's glob
+        for trial_id in trial_ids:
+            if trial_id in merged_files:
+                self._metrics_files[trial_id] = [merged_files[trial_id]]
+            self._pending.pop(trial_id, None)
+            self._drop_session(trial_id)
+        return True
 
     def _drop_session(self, trial_id: str) -> None:
         self._session_rows.pop(trial_id, None)
@@ -470,6 +530,30 @@ class ParquetResults(Callback):
         self._trials[trial.trial_id] = row
         return row
 
+
+
+COMPACTING_DIR = ".metrics-compacting"  # beside metrics/, outside its glob (compact_all)
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _renameat2():
+    import ctypes
+
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+
+
+def _exchange_supported() -> bool:
+    return _renameat2() is not None
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories in one atomic rename (Linux renameat2 RENAME_EXCHANGE)."""
+    import ctypes
+
+    if _renameat2()(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error), str(a))
 
 
 def pc_min(column) -> int:

@@ -1,7 +1,8 @@
 """Reading a run while its trials run, the way users do: DuckDB's and Polars' ``*.parquet`` glob
 readers in a loop against a real sweep. Every read must succeed and see each row at most once;
 no file a glob matches may be a temporary one; trials.parquet is there as soon as sweep.json is.
-(The compaction when the sweep ends is documented as a moment to read again: not polled.)"""
+The polls go on through the compaction when the sweep ends: a read may fail then (a file listed
+just before the swap; documented), but none may see a row twice."""
 from __future__ import annotations
 
 import threading
@@ -61,7 +62,7 @@ class Poller(threading.Thread):
         return len(statuses) == n_trials and all(s in ("TERMINATED", "ERROR", "DIVERGED") for s in statuses)
 
     def run(self) -> None:
-        while not self.stop.is_set() and not self.trials_finished(self.n_trials):
+        while not self.stop.is_set():
             if not (self.run_dir / "sweep.json").exists():
                 time.sleep(0.005)
                 continue
@@ -78,7 +79,7 @@ class Poller(threading.Thread):
                     self.problems.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
                 continue
             doubled = [k for k, n in Counter(rows).items() if n > 1]
-            if doubled and not self.trials_finished(self.n_trials):
+            if doubled:  # not even while the sweep's end compacts the files
                 self.problems.append(f"{len(doubled)} rows read twice, e.g. {doubled[0]}")
             self.last_rows = rows
             if self.reader == "listing":

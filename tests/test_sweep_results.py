@@ -62,3 +62,29 @@ def test_setup_repairs_a_compaction_cut_short_and_compact_merges(tmp_path):
 
     sink.compact("a_00000")  # one file already: nothing to do
     assert metrics_dir_names(run_dir) == {"a_00000-1-4.parquet", "b_00001-1-5.parquet"}
+
+
+def test_compact_all_swaps_the_merged_files_in_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    run = RunLocation(str(run_dir))
+    run.makedirs(METRICS_DIR)
+    run.write_table(rows("a_00000", [1, 2]), METRICS_DIR, "a_00000-1-2.parquet")
+    run.write_table(rows("a_00000", [3]), METRICS_DIR, "a_00000-3-3.parquet")
+    run.write_table(rows("b_00001", [1]), METRICS_DIR, "b_00001-1-1.parquet")  # one file: left as it is
+    (run_dir / METRICS_DIR / "_notes.txt").write_text("a user's file")
+    (run_dir / ".metrics-compacting").mkdir()  # left by a driver that died while compacting
+    (run_dir / ".metrics-compacting" / "a_00000-1-3.parquet").write_bytes(b"stale")
+    expected = read_all(run_dir)
+    b_inode = (run_dir / METRICS_DIR / "b_00001-1-1.parquet").stat().st_ino
+
+    sink = ParquetResults(str(run_dir), "s", TASKS, 1.0, 0.0)
+    sink.setup()
+    assert not (run_dir / ".metrics-compacting").exists()
+    before = (run_dir / METRICS_DIR).stat().st_ino
+    sink.compact_all()
+    assert (run_dir / METRICS_DIR).stat().st_ino != before  # a new directory swapped in, not edited in place
+    assert metrics_dir_names(run_dir) == {"a_00000-1-3.parquet", "b_00001-1-1.parquet", "_notes.txt"}
+    assert (run_dir / METRICS_DIR / "b_00001-1-1.parquet").stat().st_ino == b_inode  # linked, not rewritten
+    assert (run_dir / METRICS_DIR / "_notes.txt").read_text() == "a user's file"
+    assert read_all(run_dir) == expected
+    assert not (run_dir / ".metrics-compacting").exists()
