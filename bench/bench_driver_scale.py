@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_spaces as ss  # noqa: E402
 from orchestrator.results import ParquetResults  # noqa: E402
+from orchestrator.tune_mapping import planned_trials_space  # noqa: E402
 from trainables.keys import METRIC_NAMES  # noqa: E402
 
 TASKS = ["0", "1", "2", "3"]
@@ -117,7 +118,7 @@ def tune_overhead(n_trials: int, storage: Path) -> float:
     sink = ParquetResults(str(storage / f"tiny-{n_trials}"), f"tiny-{n_trials}", TASKS, 1.0, 0.0)
     tuner = tune.Tuner(
         tune.with_resources(tiny_trainable, {"cpu": 1}),
-        param_space={"trial": tune.grid_search(configs)},
+        param_space=planned_trials_space(configs),  # as the sweep hands its planned trials to Tune
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(storage), name=f"tiny-{n_trials}", callbacks=[sink],
                                   verbose=0))

@@ -535,7 +535,7 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list
     n_tasks = len(plan.task_names)
     param_space, search_alg, num_samples = tune_mapping.tune_search(plan.spec, n_tasks)
     # Progress counts Tune trials: with arms grouped that is the number of groups, not of arms.
-    grid = param_space["trial"].get("grid_search") if isinstance(param_space.get("trial"), dict) else None
+    grid = param_space[tune_mapping.TRIAL_INDEX]["grid_search"] if tune_mapping.TRIAL_INDEX in param_space else None
     total = len(grid) if grid is not None else num_samples
     user_callbacks = list(user_callbacks or [])
     callbacks = [FlatHyperparameters(plan.task_names),

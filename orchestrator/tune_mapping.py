@@ -1,9 +1,9 @@
 """A sweep spec (search_spaces) as Ray Tune objects: param_space, search algorithm, scheduler.
 
 random / grid: the trials are expanded up front (search_spaces.expand_trials) and handed to
-Tune as ``{"trial": tune.grid_search([...])}`` -- an explicit list, so a resumed sweep runs
-exactly the trials the first run planned, and pairing (every shared configuration at every
-seed, one independent arm per seed) holds by construction.
+Tune as an explicit list (``planned_trials_space``), so a resumed sweep runs exactly the trials
+the first run planned, and pairing (every shared configuration at every seed, one independent
+arm per seed) holds by construction.
 
 optuna: an OptunaSearch (TPE) with a define-by-run space. Its first trials are the
 independent baseline arms, one per (seed, knob combination), given as constants (this is what
@@ -53,7 +53,7 @@ def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, 
             scheduler = ({ASHA_KEY: group_asha_settings(spec)} if spec.scheduler == "asha" else
                          {PBT_KEY: group_pbt_settings(spec)} if spec.scheduler == "pbt" else {})
             trials = [{"arms": group, **scheduler} for group in pack_arms(trials, int(spec.arms_per_trial))]
-        return {"trial": tune.grid_search(trials)}, None, 1
+        return planned_trials_space(trials), None, 1
     return _optuna_search(spec, n_tasks)
 
 
@@ -83,6 +83,31 @@ def group_pbt_settings(spec: ss.SweepSpec) -> dict[str, Any]:
     kind, arg = next(iter(spec.alpha.items()))
     return {"interval": pbt_interval(spec), "quantile_fraction": 0.25, "resample_probability": 0.25,
             "alpha": [kind, list(arg)]}
+
+
+TRIAL_INDEX = "trial_index"  # the grid Tune runs over: trial k of the planned list
+
+
+class TrialAt:
+    """Tune's ``sample_from`` function giving the planned trial at ``config["trial_index"]``.
+    Copies of it share the list: Tune deep-copies the param space for every grid variant."""
+
+    def __init__(self, trials: list[dict[str, Any]]) -> None:
+        self.trials = trials
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        return self.trials[config[TRIAL_INDEX]]
+
+    def __deepcopy__(self, memo: dict) -> "TrialAt":
+        return self
+
+
+def planned_trials_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"trial_index": grid over range(n), "trial": the trial at that index}``, not a grid
+    over the trials themselves: Tune deep-copies the whole param space for every variant it
+    generates, so that grid cost O(trials) per trial (measured: 27 s for 1,000 trials, 0.5 s
+    this way; hours for 20,000). A range deep-copies as one object."""
+    return {TRIAL_INDEX: tune.grid_search(range(len(trials))), "trial": tune.sample_from(TrialAt(trials))}
 
 
 def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
