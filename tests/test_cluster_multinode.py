@@ -173,11 +173,15 @@ def test_smoke_sweep_runs_on_both_nodes(two_nodes: HeldCluster, tmp_path: Path) 
     assert set(trials["node_ip"]) == set(WORKER_IPS), trials[["trial_id", "node_ip"]]
 
 
-def test_node_loss_resumes_trials_from_their_checkpoints(two_nodes: HeldCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arms_per_trial", [1, 2], ids=["one-arm", "grouped"])
+def test_node_loss_resumes_trials_from_their_checkpoints(two_nodes: HeldCluster, tmp_path: Path,
+                                                         arms_per_trial: int) -> None:
     iterations = 8
     # Iterations slow enough (~0.5 s) that the node dies mid-trial.
     space = _space_file(tmp_path, "nodeloss", seeds=[0], num_samples=1, iterations=iterations,
-                        steps_per_iteration=300, max_failures=2)
+                        steps_per_iteration=300, max_failures=2, arms_per_trial=arms_per_trial,
+                        sharing={"modes": ["soft"], "alpha": {"loguniform": [0.3, 300.0]},
+                                 "lambdas": {"dirichlet": 1.0}})
     storage = tmp_path / "results"
     run_dir = storage / "nodeloss"
     sweep = subprocess.Popen(
@@ -222,9 +226,11 @@ def test_node_loss_resumes_trials_from_their_checkpoints(two_nodes: HeldCluster,
     assert before == list(range(1, len(before) + 1)), f"before the loss: {before}"
     assert after == list(range(after[0], iterations + 1)), f"after the loss: {after}"
     assert 2 <= after[0] <= max(before) + 1, f"resumed at {after[0]} after {before}: not from its checkpoint"
-    assert trials.set_index("trial_id").loc[trial_id, "node_ip"] == survivor
+    # A Tune trial is one arm, or a group of arms (each its own row, group_id naming the trial).
+    victim_arms = trials[trials["group_id"].fillna(trials["trial_id"]) == trial_id]
+    assert len(victim_arms) == arms_per_trial and set(victim_arms["node_ip"]) == {survivor}
     # The restored trial's rows were written after the node was gone.
-    victim_rows = metrics[metrics["trial_id"] == trial_id]
+    victim_rows = metrics[metrics["trial_id"].isin(victim_arms["trial_id"])]
     resumed = victim_rows[victim_rows["iteration"] > max(before)]
     assert (resumed["timestamp"].map(lambda t: t.timestamp()) > removed_at).all()  # a UTC timestamp since schema 2
 

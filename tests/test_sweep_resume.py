@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from ray.tune.trainable.metadata import _TrainingRunMetadata
 
 from orchestrator.testing import kill_group, read_metrics, start_driver, write_space
@@ -39,9 +40,10 @@ def checkpointed_iterations(run_dir: Path) -> set[tuple[str, int]]:
     return named
 
 
-def test_resume_after_sigkill(tmp_path):
+@pytest.mark.parametrize("arms_per_trial", [1, 3], ids=["one-arm", "grouped"])
+def test_resume_after_sigkill(tmp_path, arms_per_trial):
     space = write_space(tmp_path, "resume", seeds=[0, 1, 2], num_samples=2, iterations=ITERATIONS,
-                        steps_per_iteration=100)
+                        steps_per_iteration=100, arms_per_trial=arms_per_trial)
     storage, name = tmp_path / "results", "killed"
     run_dir = storage / name
     args = ["--space", space, "--storage", str(storage), "--name", name]
@@ -54,8 +56,10 @@ def test_resume_after_sigkill(tmp_path):
             assert time.monotonic() < deadline, "Tune saved no experiment state naming a checkpoint"
             named = checkpointed_iterations(run_dir)
             if any(iteration < ITERATIONS for _, iteration in named):  # a trial a resume restarts mid-way
-                # read after the state: whatever the state names must already be on disk
-                on_disk = set(zip(*(read_metrics(run_dir)[c] for c in ("trial_id", "iteration"))))
+                # read after the state: whatever the state names must already be on disk (a
+                # grouped trial's checkpoint stands for the rows of each of its arms)
+                rows = read_metrics(run_dir)
+                on_disk = set(zip(rows["group_id"].fillna(rows["trial_id"]), rows["iteration"]))
                 break
             time.sleep(0.05)
         os.kill(first.pid, signal.SIGKILL)  # the driver only, as a crash would
@@ -91,4 +95,6 @@ def test_resume_after_sigkill(tmp_path):
     assert (kept["timestamp_before"] == kept["timestamp_after"]).all()
     # compacted: one file per trial once the sweep is done
     assert len([p for p in (run_dir / "metrics").iterdir() if not p.name.startswith(".")]) == len(planned)
+    if arms_per_trial > 1:
+        assert trials.groupby("group_id").size().max() > 1  # arms were trained (and resumed) in groups
     assert " -m orchestrator.analyze" in (tmp_path / "second.log").read_text()
