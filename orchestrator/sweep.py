@@ -156,8 +156,6 @@ def resolve_arms_per_trial(spec: ss.SweepSpec, gpus_per_trial: float, n_trials: 
         return int(spec.arms_per_trial), "as asked"
     if gpus_per_trial == 0:
         return 1, "auto: on CPU the step is compute-bound, grouping does not speed it up"
-    if spec.search == "optuna":
-        return 1, "auto: grouped trials run only with search random or grid"
     arms = max(1, min(n_trials, int(ARMS_PER_GPU * gpus_per_trial)))
     return arms, f"auto: fills {gpus_per_trial:g} GPU per trial at about {ARMS_PER_GPU} arms per GPU"
 

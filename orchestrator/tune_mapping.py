@@ -23,13 +23,16 @@ Trials that train groups of arms (arms_per_trial > 1) are scheduled per arm, ins
 under asha each group judges its shared arms against rung records shared by all groups
 (``ArmASHA`` creates them on the driver; tune_trainable drops the stopped arms), under pbt each
 group exploits and explores among its own shared arms; Tune runs the groups first-in first-out.
+Under optuna, ``GroupedOptuna`` asks for each group's configurations together.
 """
 from __future__ import annotations
 
+import pickle
 import uuid
 from typing import Any
 
 from ray import tune
+from ray.tune.search import Searcher
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 import search_spaces as ss
@@ -116,13 +119,17 @@ def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[di
     capped ``samples_per_task`` also one seed), in order."""
     buckets: dict[tuple, list[dict[str, Any]]] = {}
     for trial in trials:
-        config = GANConfig.from_dict(gan_config_dict(trial))
-        # A capped training pool is drawn per seed (data.load_tasks' subset_seed) and a group
-        # trains on one pool: then only arms of one seed share a group.
-        key = (config.group_key(), config.seed if config.samples_per_task is not None else None)
-        buckets.setdefault(key, []).append(trial)
+        buckets.setdefault(arm_group_key(trial), []).append(trial)
     return [bucket[i:i + arms_per_trial] for bucket in buckets.values()
             for i in range(0, len(bucket), arms_per_trial)]
+
+
+def arm_group_key(trial: dict[str, Any]) -> tuple:
+    """Arms with equal keys can train in one group (``GANConfig.group_key``)."""
+    config = GANConfig.from_dict(gan_config_dict(trial))
+    # A capped training pool is drawn per seed (data.load_tasks' subset_seed) and a group
+    # trains on one pool: then only arms of one seed share a group.
+    return config.group_key(), config.seed if config.samples_per_task is not None else None
 
 
 def optuna_available() -> bool:
@@ -137,9 +144,10 @@ class OptunaSpace:
     """Optuna define-by-run space (a class, not a closure: Tune pickles the searcher into its
     experiment checkpoint). Trials numbered below ``len(baselines)`` are the baseline arms."""
 
-    def __init__(self, spec: ss.SweepSpec, n_tasks: int) -> None:
+    def __init__(self, spec: ss.SweepSpec, n_tasks: int, with_baselines: bool = True) -> None:
+        # Grouped, GroupedOptuna adds the baselines itself (into groups of their seed).
         self.baselines = [{**knobs, **ss.baseline_arm(n_tasks), "seed": int(seed)}
-                          for knobs in ss.knob_combinations(spec) for seed in spec.seeds]
+                          for knobs in ss.knob_combinations(spec) for seed in spec.seeds] if with_baselines else []
         self.n_tasks = n_tasks
         self.modes, self.seeds, self.knobs = list(spec.modes), list(spec.seeds), dict(spec.knobs)
         self.alpha_kind, self.alpha_arg = next(iter(spec.alpha.items()))
@@ -174,9 +182,83 @@ def _optuna_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], An
         raise ValueError("--search optuna needs the optional extra: pip install 'mtgan-sweep[optuna]'")
     from ray.tune.search.optuna import OptunaSearch
 
-    space = OptunaSpace(spec, n_tasks)
+    space = OptunaSpace(spec, n_tasks, with_baselines=not grouped(spec))
     searcher = OptunaSearch(space=space, metric=METRIC, mode=METRIC_MODE, seed=spec.space_seed)
-    return ss.base_trial(spec), searcher, len(space.baselines) + spec.num_samples * len(spec.seeds)
+    if not grouped(spec):
+        return ss.base_trial(spec), searcher, len(space.baselines) + spec.num_samples * len(spec.seeds)
+    grouped_searcher = GroupedOptuna(searcher, spec, n_tasks)
+    # Tune asks until the searcher says FINISHED; at most one group per arm.
+    return {}, grouped_searcher, grouped_searcher.arms_left
+
+
+class GroupedOptuna(Searcher):
+    """Optuna (TPE) asking for a group's configurations together: each Tune trial is a group of
+    up to arms_per_trial arms drawn from the wrapped OptunaSearch with the group's seed and knobs
+    fixed (``enqueue_trial`` with those values; TPE samples mode, α and λ), the seed and knobs
+    taking turns over the groups. Each (seed, knobs) baseline opens the first group of its seed
+    and knobs and is not an Optuna trial. An arm that cannot share the group's model (a hard arm
+    among soft ones) waits for a later group of its kind. When the group ends, each arm's last
+    fid_mean is told to Optuna as that arm's result (failed if it diverged or the group failed).
+    The budget is the one-arm sweep's: num_samples × seeds shared arms."""
+
+    def __init__(self, inner, spec: ss.SweepSpec, n_tasks: int) -> None:
+        super().__init__(metric=METRIC, mode=METRIC_MODE)
+        self.inner, self.size, self.base = inner, int(spec.arms_per_trial), ss.base_trial(spec)
+        self.cells = [(int(seed), knobs) for knobs in ss.knob_combinations(spec) for seed in spec.seeds]
+        self.turn, self.asked, self.budget = 0, 0, spec.num_samples * len(spec.seeds)
+        self.waiting: dict[tuple, list[tuple[str | None, dict[str, Any]]]] = {}  # key -> (optuna id, arm)
+        for seed, knobs in self.cells:
+            baseline = {**self.base, **knobs, **ss.baseline_arm(n_tasks), "seed": seed}
+            self.waiting.setdefault(arm_group_key(baseline), []).append((None, baseline))
+        self.scheduler = {ASHA_KEY: group_asha_settings(spec)} if spec.scheduler == "asha" else {}
+        self.members: dict[str, list[str | None]] = {}  # Tune trial id -> each arm's Optuna id (None: baseline)
+        self.last: dict[str, dict[int, dict[str, Any]]] = {}  # Tune trial id -> arm -> its last entry
+
+    @property
+    def arms_left(self) -> int:
+        return self.budget - self.asked + sum(len(v) for v in self.waiting.values())
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        seed, knobs = self.cells[self.turn % len(self.cells)]
+        self.turn += 1
+        while self.asked < self.budget and max(map(len, self.waiting.values()), default=0) < self.size:
+            self.inner._ot_study.enqueue_trial({"seed": seed, **knobs})  # the group's seed and knobs
+            optuna_id = f"arm{self.asked}"
+            arm = {**self.base, **self.inner.suggest(optuna_id)}
+            self.asked += 1
+            self.waiting.setdefault(arm_group_key(arm), []).append((optuna_id, arm))
+        full = [key for key, arms in self.waiting.items() if len(arms) >= self.size]
+        key = full[0] if full else max(self.waiting, key=lambda k: len(self.waiting[k]), default=None)
+        if key is None or not self.waiting[key]:
+            return Searcher.FINISHED
+        group, self.waiting[key] = self.waiting[key][:self.size], self.waiting[key][self.size:]
+        if not self.waiting[key]:
+            del self.waiting[key]
+        self.members[trial_id] = [optuna_id for optuna_id, _ in group]
+        return {"arms": [arm for _, arm in group], **self.scheduler}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        for entry in result.get("arms", []):
+            self.last.setdefault(trial_id, {})[entry["arm"]] = entry
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result:
+            self.on_trial_result(trial_id, result)
+        last = self.last.pop(trial_id, {})
+        for arm, optuna_id in enumerate(self.members.pop(trial_id, [])):
+            if optuna_id is None:
+                continue
+            entry = last.get(arm)
+            ok = not error and entry is not None and not entry.get("diverged")
+            self.inner.on_trial_complete(optuna_id, {METRIC: entry[METRIC]} if ok else None, error=not ok)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
 
 
 class BaselineExemptASHA(AsyncHyperBandScheduler):

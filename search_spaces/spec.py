@@ -201,9 +201,6 @@ def _check_spec(spec: SweepSpec) -> None:
         if getattr(spec, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
     check_arms_per_trial(spec.arms_per_trial)
-    if spec.arms_per_trial not in (1, "auto") and spec.search == "optuna":
-        raise ValueError(f"arms_per_trial {spec.arms_per_trial} needs search random or grid "
-                         f"(grouped trials under Optuna are not built yet); use 1")
     bps = spec.baselines_per_seed
     if bps != "auto" and (isinstance(bps, bool) or not isinstance(bps, int) or bps < 1):
         raise ValueError(f"baselines_per_seed must be an integer >= 1 or 'auto', got {bps!r}")

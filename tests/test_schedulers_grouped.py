@@ -3,6 +3,7 @@ training and Parquet), and its rung records (plain Python) halve as ASHA does.""
 from __future__ import annotations
 
 import contextlib
+import pickle
 import io
 
 import numpy as np
@@ -128,3 +129,26 @@ def test_pbt_in_a_group_continues_the_worst_arm_from_a_donor_and_never_touches_t
     donor_config, target_config = state["configs"][donors[0]], state["configs"][t]
     assert donor_config["mode"] == "soft" and target_config["lambdas"] == donor_config["lambdas"]
     assert target_config["seed"] == 0 and target_config["alpha"] != donor_config["alpha"]  # explored
+
+
+def test_optuna_asks_a_groups_configurations_together_and_hears_each_arms_result(ray_local, tmp_path):
+    pytest.importorskip("optuna")
+    space = write_space(tmp_path, "opt", seeds=[0, 1], num_samples=2, iterations=2)
+    storage = tmp_path / "results"
+    assert main(["--space", space, "--search", "optuna", "--arms-per-trial", "3",
+                 "--storage", str(storage), "--name", "opt"]) == 0
+    metrics, trials, record = read_run(storage / "opt")
+    assert len(trials) == 2 + 2 * 2 and set(trials["status"]) == {"TERMINATED"}  # baselines + num_samples × seeds
+    assert sorted(trials.loc[trials["mode"] == "independent", "seed"]) == [0, 1]
+    assert (trials.groupby("group_id")["seed"].nunique() == 1).all()  # one capped pool per group
+    assert (trials.groupby("group_id")["mode"].agg(lambda m: ("hard" in set(m)) <= (set(m) == {"hard"}))).all()
+    assert trials.groupby("group_id").size().max() > 1 and trials.groupby("group_id").size().max() <= 3
+    assert len(metrics) == len(trials) * 2 * len(record["tasks"])
+    # Optuna proposed every shared arm and was told its result (the searcher's saved state)
+    (state_file,) = (storage / "opt").glob("searcher-state-*.pkl")
+    with open(state_file, "rb") as f:
+        saved = pickle.load(f)
+    study = saved["inner"]._ot_study
+    told = sorted((t.params["seed"], round(t.value, 6)) for t in study.trials if t.state.name == "COMPLETE")
+    shared = trials[trials["mode"] != "independent"]
+    assert told == sorted(zip(shared["seed"], shared["fid_mean"].round(6)))
