@@ -125,10 +125,11 @@ def sign_tuner_state(tuner, run: RunLocation, signer: StateSigner) -> None:
 
     Tune writes tuner.pkl when the Tuner is built; the driver pickles the same state again
     itself rather than trusting what the storage returns (pickling one object graph twice gives
-    the same bytes)."""
-    import pickle
+    the same bytes) -- with Tune's own pickler, cloudpickle, which also takes what a user's
+    callback may hold (Ray's MLflow logger holds the mlflow module)."""
+    import ray.cloudpickle
 
-    content = pickle.dumps(tuner._local_tuner.__getstate__())
+    content = ray.cloudpickle.dumps(tuner._local_tuner.__getstate__())
     signer.sign_bytes(TUNER_STATE_FILE, content)
     if not run.exists(TUNER_STATE_FILE) or _read_bytes(run, TUNER_STATE_FILE) != content:
         _write_bytes(run, TUNER_STATE_FILE, content)
