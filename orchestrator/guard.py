@@ -278,6 +278,19 @@ class ResumableCheckpoints(Callback):
               file=sys.stderr, flush=True)
 
 
+def stop_worker_output() -> None:
+    """Stop printing the Ray workers' output in this driver: called once the trials are done.
+    Ray then ends idle workers with SIGTERM, which its handler turns into a SystemExit that can
+    land in a garbage-collection callback -- "Exception ignored in: ... SystemExit: 1", which
+    Ray forwarded to the driver after a successful sweep. (No public API: Ray 2.60's own
+    handler name; shutdown removes it the same way.)"""
+    try:
+        from ray._private.worker import global_worker_stdstream_dispatcher
+    except ImportError:
+        return
+    global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+
+
 class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

@@ -643,6 +643,8 @@ def quiet_ray_and_tune() -> None:
     (--verbose keeps them). Tune's old output engine at verbose=0 prints nothing; its new one
     prints a box and a TensorBoard hint naming its temporary staging folder whatever the level."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if not sys.stdout.isatty():  # workers' lines forwarded to a file or pipe: no raw color codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
@@ -780,6 +782,8 @@ def _main(argv: list[str] | None) -> int:
             signer.start(key, plan.run, signatures)
             guard.sign_tuner_state(tuner, plan.run, signer)
             results = tuner.fit() if interrupts.received is None else None
+        if started:  # our own Ray: its workers' end-of-run noise is not the user's business
+            guard.stop_worker_output()
         sink_failure = guard.find_callback(tuner, ParquetResults).failure
         if sink_failure is not None:  # Tune logs, and goes on from, a failed final save
             raise sink_failure
