@@ -1,7 +1,7 @@
 """Train one multi-task GAN without Ray and watch its quality: ``python -m trainables``.
 
     python -m trainables [--data digits:classes=0,1,2,3] [--steps 3000] [--every 500]
-                         [--mode soft] [--alpha 0.1] [--out samples.png]
+                         [--mode soft] [--alpha 0.1] [--arch conv] [--precision bf16] [--out samples.png]
 
 Prints, per evaluation, the elapsed seconds, per-task FID and the fraction of samples the
 metric classifier assigns to the right task, then the real-vs-real FID floor.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from trainables.cli import OneLineParser, UsageError
-from trainables.config import MODES, GANConfig
+from trainables.config import ARCHS, MODES, PRECISIONS, GANConfig
 from trainables.train import MultiTaskGAN
 
 DESCRIPTION = """\
@@ -40,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--alpha", type=float, default=GANConfig.alpha,
                    help="sharing strength in soft mode, >= 0 (default: %(default)s)")
+    p.add_argument("--arch", default=None, choices=ARCHS,
+                   help="networks: mlp (flattened images) or conv (DCGAN-style) (default: by image size, "
+                        "conv from 28 px)")
+    p.add_argument("--channels", type=int, default=GANConfig.channels,
+                   help="the conv networks' base width (default: %(default)s)")
+    p.add_argument("--precision", default=GANConfig.precision, choices=PRECISIONS,
+                   help="arithmetic of the forward passes: fp32, tf32 (GPU tensor cores) or bf16 (autocast) "
+                        "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=GANConfig.batch_size,
+                   help="real and generated images per task per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=GANConfig.lr, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--samples-per-task", type=int, default=None,
                    help="training images per task (default: all of the task's training split)")
     p.add_argument("--seed", type=int, default=0,
@@ -72,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         _check(args)
         config = GANConfig(data=args.data, mode=args.mode, alpha=args.alpha, seed=args.seed,
-                           samples_per_task=args.samples_per_task)
+                           samples_per_task=args.samples_per_task, arch=args.arch, channels=args.channels,
+                           precision=args.precision, batch_size=args.batch_size, lr=args.lr)
         gan = MultiTaskGAN(config, device=args.device)
     except (UsageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -81,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.metrics import save_grid
 
     names = gan.tasks.names
-    print(f"{gan.tasks.n_tasks} tasks {names}, mode={config.mode}, alpha={config.alpha}, device={args.device}")
+    print(f"{gan.tasks.n_tasks} tasks {names}, mode={config.mode}, alpha={config.alpha}, "
+          f"arch={gan.arch}, precision={config.precision}, device={args.device}")
 
     def report(elapsed: float) -> None:
         rows = gan.evaluate()
