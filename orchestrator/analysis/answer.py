@@ -228,6 +228,10 @@ def answer(data: RunData, pairing: Pairing, labels: dict[str, str], test: str = 
                   confirmed, test)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def answer_lines(result_answer: Answer) -> list[str]:
     """One line per task in words (per regime), the power statement and the copying warning."""
     metric = result_answer.metric
@@ -254,8 +258,10 @@ def answer_lines(result_answer: Answer) -> list[str]:
                              f"with 80% power: an effect, if any, is likely smaller than 5%")
             else:
                 more5, more10 = need[0.05] - t.n, max(0, need[0.10] - t.n)
-                lines.append(f"  task {t.name}: unclear — {interval} over {t.n} seeds; about {more5} more seeds "
-                             f"would decide a 5% effect, {more10} a 10% effect (at the noise measured, 80% power)")
+                ten = (f"about {_seeds(more10)} more a 10% effect" if more10 else
+                       "the seeds run already suffice for a 10% effect")
+                lines.append(f"  task {t.name}: unclear — {interval} over {t.n} seeds; about {_seeds(more5)} more "
+                             f"would decide a 5% effect, {ten} (at the noise measured, 80% power)")
         sd = [t.sd for t in r.tests if np.isfinite(t.sd)]
         if sd:
             lines.append(f"  Power: seed-to-seed SD of the log ratio {min(sd):.2f}–{max(sd):.2f}; seeds needed "
