@@ -88,3 +88,34 @@ def test_compact_all_swaps_the_merged_files_in_at_once(tmp_path):
     assert (run_dir / METRICS_DIR / "_notes.txt").read_text() == "a user's file"
     assert read_all(run_dir) == expected
     assert not (run_dir / ".metrics-compacting").exists()
+
+
+class _Trial:
+    """What the sink reads from a Tune trial."""
+
+    def __init__(self, trial_id: str, config: dict) -> None:
+        self.trial_id, self.config, self.status, self.last_result = trial_id, config, "PENDING", {}
+
+
+def test_trials_parquet_written_from_changed_rows_equals_a_full_rewrite(tmp_path):
+    import pyarrow.parquet as pq
+
+    import search_spaces as ss
+    from orchestrator.schema import TRIALS_FILE
+
+    configs = ss.expand_trials(ss.load_space("smoke"), len(TASKS))
+    trials = [_Trial(f"t_{i:05d}", {"trial": c}) for i, c in enumerate(configs * 3)]
+    sink = ParquetResults(str(tmp_path / "run"), "s", TASKS, 1.0, 0.0)
+    sink.setup()
+    sink.on_step_end(0, trials[:5])
+    sink._write_trials()
+    sink.on_step_end(0, trials)  # new trials appear
+    for trial in trials[3:7]:
+        sink.on_trial_start(0, trials, trial)
+    sink.on_trial_error(0, trials, trials[4])
+    sink._write_trials()
+    on_disk = pq.read_table(tmp_path / "run" / TRIALS_FILE)
+    assert on_disk.column("trial_id").to_pylist() == sorted(t.trial_id for t in trials)
+    assert on_disk.to_pylist() == sorted(sink._trials.values(), key=lambda r: r["trial_id"])
+    assert [r["status"] for r in on_disk.to_pylist()[2:8]] == ["PENDING", "RUNNING", "ERROR", "RUNNING", "RUNNING",
+                                                               "PENDING"]
