@@ -38,7 +38,8 @@ def duration(seconds: float) -> str:
 
 def arm_label(config: dict[str, Any]) -> str:
     """The arm as a person names it: mode, alpha (soft only: it does nothing in the other modes),
-    lambda (shared modes), seed."""
+    lambda (shared modes), seed, the baseline's replicate (if not the first), and the training
+    images per task (where the trial config names them)."""
     trial = trial_of(config)
     if "arms" in trial:  # a Tune trial training a group of arms (each has its own row in trials.parquet)
         return f"group of {len(trial['arms'])} arms"
@@ -54,6 +55,11 @@ def arm_label(config: dict[str, Any]) -> str:
         if raw is not None:
             parts.append("lambda=(" + ",".join(f"{x:.3g}" for x in raw) + ")")
     parts.append(f"seed={trial.get('seed', '?')}")
+    if trial.get("replicate"):  # a seed's 2nd/3rd independent baseline (Dunnett allocation)
+        parts.append(f"replicate={trial['replicate']}")
+    if "samples_per_task" in trial:  # the data regime: several in one sweep are told apart
+        n = trial["samples_per_task"]
+        parts.append(f"images={'all' if n is None else n}")
     return " ".join(parts)
 
 

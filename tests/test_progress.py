@@ -11,6 +11,10 @@ def test_arm_labels_name_what_varies_in_each_mode():
         "soft alpha=0.01235 lambda=(0.61,1.39) seed=1"
     assert arm_label({"mode": "hard", "alpha": 0.0, "lambdas": [1.0, 1.0], "seed": 0}) == "hard lambda=(1,1) seed=0"
     assert arm_label({"mode": "independent", "alpha": 0.0, "lambdas": [1.0, 1.0], "seed": 2}) == "independent seed=2"
+    assert arm_label({"mode": "independent", "seed": 2, "replicate": 1, "samples_per_task": 10}) == \
+        "independent seed=2 replicate=1 images=10"
+    assert arm_label({"mode": "independent", "seed": 2, "replicate": 0, "samples_per_task": None}) == \
+        "independent seed=2 images=all"
     # Optuna's raw weights are shown scaled to sum to n, as the trainable runs them
     assert arm_label({"mode": "soft", "alpha": 1.0, "lambda_0": 1.0, "lambda_1": 3.0, "seed": 0}) == \
         "soft alpha=1 lambda=(0.5,1.5) seed=0"
