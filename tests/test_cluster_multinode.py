@@ -152,8 +152,10 @@ class HeldCluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def two_nodes() -> Iterator[HeldCluster]:
+    # One cluster per test: the node-loss test removes a worker, and a second node-loss run on
+    # the one worker left had nowhere to resume (the grouped case hung waiting for a CPU).
     cluster = HeldCluster(WORKER_IPS)
     try:
         yield cluster
