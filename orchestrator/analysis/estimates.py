@@ -39,8 +39,17 @@ def config_label(row: dict, tasks: list[str], varying: list[str]) -> str:
     lams = [1.0 if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in lams]
     if len(set(lams)) > 1:
         parts.append("λ=(" + ",".join(_fmt_num(v) for v in lams) + ")")
-    parts += [f"{k}={row[k]}" for k in varying]
+    parts += [f"{k}={_fmt_knob(k, row[k])}" for k in varying]
     return " ".join(parts)
+
+
+def _fmt_knob(name: str, value) -> str:
+    """A varying knob's value; a missing samples_per_task (Parquet null, NaN in pandas) is every image."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "all" if name == "samples_per_task" else "none"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a float column of counts: 10, not 10.0
+    return str(value)
 
 
 def _first_trial_of_each_config(data: RunData, pairing: Pairing) -> tuple[pd.DataFrame, np.ndarray]:
