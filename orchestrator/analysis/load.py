@@ -109,24 +109,26 @@ def _read_trials(run_dir: Path | str) -> pd.DataFrame:
     return frame
 
 
-def read_scheduler(run_dir: Path | str) -> str | None:
-    """The Tune scheduler a run used (sweep.json's spec.scheduler: fifo | asha | pbt), None if unknown."""
+def _sweep_record(run_dir: Path | str) -> dict | None:
+    """A run's sweep.json as a dict, None if it is missing or unreadable."""
     try:
         record = json.loads(run_location(run_dir).read_text(SWEEP_FILE))
     except (OSError, ValueError, AnalysisError):
         return None
-    spec = record.get("spec") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def read_scheduler(run_dir: Path | str) -> str | None:
+    """The Tune scheduler a run used (sweep.json's spec.scheduler: fifo | asha | pbt), None if unknown."""
+    record = _sweep_record(run_dir) or {}
+    spec = record.get("spec")
     scheduler = spec.get("scheduler") if isinstance(spec, dict) else None
     return str(scheduler) if scheduler else None
 
 
 def read_confirm(run_dir: Path | str) -> dict | None:
     """sweep.json's ``confirm`` record of a confirmation run (orchestrator.confirm), else None."""
-    try:
-        record = json.loads(run_location(run_dir).read_text(SWEEP_FILE))
-    except (OSError, ValueError, AnalysisError):
-        return None
-    confirm = record.get("confirm") if isinstance(record, dict) else None
+    confirm = (_sweep_record(run_dir) or {}).get("confirm")
     return confirm if isinstance(confirm, dict) and isinstance(confirm.get("chosen"), dict) else None
 
 
