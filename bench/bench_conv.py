@@ -13,7 +13,10 @@ Runs without Ray, on the project's trainer (``trainables.train.PopulationGAN`` w
   in one model, for each precision, with the GPU's peak memory.
 
 Each rate is steps over wall time after a warm-up (which includes the CUDA-graph capture), for
-about ``--seconds`` per measurement. Defaults: DCGAN's 64 base channels and batch 64 (the
+about ``--seconds`` per measurement. On CUDA, ``--variants`` repeats the rows per cuDNN setting:
+``plain`` (cuDNN's heuristic algorithm choice, NCHW), ``benchmark`` (``cudnn.benchmark``: each
+convolution's algorithm timed once; what the trainer does for conv on CUDA) and
+``channels_last`` (benchmark with NHWC activations). Defaults: DCGAN's 64 base channels and batch 64 (the
 issue's anchor); use ``--channels 16 --batch 16 --mode feature`` etc. to vary. Timings on a
 shared machine are inflated: report the machine's load with them.
 """
@@ -28,11 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainables import conv  # noqa: E402
 from trainables.config import PRECISIONS, GANConfig  # noqa: E402
 from trainables.data import TaskSet, load_tasks  # noqa: E402
 from trainables.train import PopulationGAN  # noqa: E402
 
 DATA = "shapes:tasks=4,size=32"
+VARIANTS = ("plain", "benchmark", "channels_last")
 
 
 def sync(device: torch.device) -> None:
@@ -67,6 +72,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=64, help="base channels (default 64, DCGAN's)")
     parser.add_argument("--batch", type=int, default=64, help="images per task per step (default 64)")
     parser.add_argument("--mode", default="soft", choices=["soft", "hard", "feature", "feature_private"])
+    parser.add_argument("--variants", default="benchmark",
+                        help="comma-separated cuDNN settings on CUDA: plain, benchmark, channels_last")
     parser.add_argument("--arms", default=None,
                         help="comma-separated arm counts (default: 1,4,16,64 on CUDA, 1,2 on CPU)")
     args = parser.parse_args()
@@ -75,10 +82,12 @@ def main() -> None:
         arm_counts = [int(a) for a in args.arms.split(",")] if args.arms else None
     except ValueError:
         arm_counts = [0]
-    if (any(p not in PRECISIONS for p in precisions) or args.seconds <= 0 or args.channels < 1
+    variants = args.variants.split(",")
+    if (any(p not in PRECISIONS for p in precisions) or args.seconds <= 0
+            or any(v not in VARIANTS for v in variants) or args.channels < 1
             or args.batch < 1 or (arm_counts is not None and min(arm_counts) < 1)):
-        print(f"error: --precision takes {', '.join(PRECISIONS)}; --seconds, --channels, --batch and "
-              f"--arms must be positive", file=sys.stderr)
+        print(f"error: --precision takes {', '.join(PRECISIONS)}; --variants {', '.join(VARIANTS)}; "
+              f"--seconds, --channels, --batch and --arms must be positive", file=sys.stderr)
         sys.exit(2)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
@@ -98,30 +107,36 @@ def main() -> None:
         return GANConfig(data=DATA, arch="conv", channels=args.channels, batch_size=args.batch, z_dim=64,
                          lr=2e-4, mode=args.mode, alpha=alpha, seed=seed, precision=precision)
 
+    def build(configs: list[GANConfig], task_set: TaskSet, device: torch.device, variant: str) -> PopulationGAN:
+        conv.MEMORY_FORMAT = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+        model = PopulationGAN(configs, tasks=task_set, device=device)
+        torch.backends.cudnn.benchmark = variant != "plain"  # after the trainer's own choice
+        return model
+
     for device_name in devices:
         device = torch.device(device_name)
-        batched = task_steps_per_second([PopulationGAN([config(0, "fp32")], tasks=tasks, device=device)],
-                                        args.seconds, device)
-        singles = [PopulationGAN([config(0, "fp32")], tasks=TaskSet(tasks.spec, (t,)), device=device)
-                   for t in tasks.tasks]
-        loop = task_steps_per_second(singles, args.seconds, device)
-        del singles
-        print(f"{device_name:5} 4-task trial, fp32: batched {batched:8.1f} task-steps/s, loop {loop:8.1f}, "
-              f"batched/loop {batched / loop:5.2f}×", flush=True)
-        for precision in precisions:
-            row = []
-            for arms in arm_counts or ([1, 4, 16, 64] if device.type == "cuda" else [1, 2]):
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                model = PopulationGAN([config(a, precision) for a in range(arms)], tasks=tasks, device=device)
-                rate = task_steps_per_second([model], args.seconds, device)
-                del model
-                peak = (f" ({torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)"
-                        if device.type == "cuda" else "")
-                row.append(f"K={arms}: {rate:8.1f}{peak}")
-            print(f"{device_name:5} arms × {tasks.n_tasks} tasks, {precision}: " + ", ".join(row), flush=True)
-
+        for variant in variants if device.type == "cuda" else ["plain"]:
+            label = f"{device_name:5} {variant if device.type == 'cuda' else ''}".rstrip()
+            batched = task_steps_per_second([build([config(0, "fp32")], tasks, device, variant)],
+                                            args.seconds, device)
+            singles = [build([config(0, "fp32")], TaskSet(tasks.spec, (t,)), device, variant) for t in tasks.tasks]
+            loop = task_steps_per_second(singles, args.seconds, device)
+            del singles
+            print(f"{label} 4-task trial, fp32: batched {batched:8.1f} task-steps/s, loop {loop:8.1f}, "
+                  f"batched/loop {batched / loop:5.2f}×", flush=True)
+            for precision in precisions:
+                row = []
+                for arms in arm_counts or ([1, 4, 16, 64] if device.type == "cuda" else [1, 2]):
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                    model = build([config(a, precision) for a in range(arms)], tasks, device, variant)
+                    rate = task_steps_per_second([model], args.seconds, device)
+                    del model
+                    peak = (f" ({torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)"
+                            if device.type == "cuda" else "")
+                    row.append(f"K={arms}: {rate:8.1f}{peak}")
+                print(f"{label} arms × {tasks.n_tasks} tasks, {precision}: " + ", ".join(row), flush=True)
 
 if __name__ == "__main__":
     main()

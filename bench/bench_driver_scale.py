@@ -10,7 +10,8 @@ overhead as sweeps grow.
    iterations of made-up metrics, the sink attached, N trials. Prints wall seconds per trial for
    a small and a large N and their ratio (goal: large / small <= 1.2).
 
-    .venv/bin/python bench/bench_driver_scale.py [--small 200] [--large 2000] [--skip-tune]
+    .venv/bin/python bench/bench_driver_scale.py [--small 200] [--large 2000] [--cpus-per-trial 1]
+                                                 [--skip-tune] [--skip-s3]
 """
 from __future__ import annotations
 
@@ -110,14 +111,14 @@ def tiny_trainable(config: dict) -> None:
         tune.report(fake_result(iteration))
 
 
-def tune_overhead(n_trials: int, storage: Path) -> float:
+def tune_overhead(n_trials: int, storage: Path, cpus_per_trial: float) -> float:
     """Wall seconds per trial of a sweep of ``n_trials`` tiny trials (grid over configs)."""
     from ray import tune
 
     configs = trial_configs(n_trials)
     sink = ParquetResults(str(storage / f"tiny-{n_trials}"), f"tiny-{n_trials}", TASKS, 1.0, 0.0)
     tuner = tune.Tuner(
-        tune.with_resources(tiny_trainable, {"cpu": 1}),
+        tune.with_resources(tiny_trainable, {"cpu": cpus_per_trial}),
         param_space=planned_trials_space(configs),  # as the sweep hands its planned trials to Tune
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(storage), name=f"tiny-{n_trials}", callbacks=[sink],
@@ -134,6 +135,9 @@ def main() -> None:
     parser.add_argument("--save-every", type=float, default=5.0, help="seconds between get_state calls")
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=2000)
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0,
+                        help="CPUs each tiny trial asks for: below 1 more run at once, so the driver's own "
+                             "per-trial work is what limits the rate (default 1)")
     parser.add_argument("--skip-tune", action="store_true")
     parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
@@ -156,9 +160,9 @@ def main() -> None:
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            small = tune_overhead(args.small, Path(tmp))
+            small = tune_overhead(args.small, Path(tmp), args.cpus_per_trial)
             print(f"tune, {args.small} tiny trials: {small * 1000:.1f} ms per trial", flush=True)
-            large = tune_overhead(args.large, Path(tmp))
+            large = tune_overhead(args.large, Path(tmp), args.cpus_per_trial)
             print(f"tune, {args.large} tiny trials: {large * 1000:.1f} ms per trial", flush=True)
             print(f"per-trial overhead ratio {args.large}/{args.small}: {large / small:.2f} (goal <= 1.2)")
         finally:

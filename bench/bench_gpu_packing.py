@@ -15,7 +15,8 @@ classifier, is left out).
 (c) ``--reference``: the wall time of a 64-seed × (baseline + 15 configurations) sweep at
     5 × 500 steps with ``--arms-per-trial auto``, Ray start-up included.
 
-Every row's ratio is against the first row of (a). With ``--gpus 0`` it runs on CPU
+Every row's ratio is against the first row of (a) (``--per-gpu '' --grouped '' --reference``
+times the reference sweep alone). With ``--gpus 0`` it runs on CPU
 (``--cpus-per-trial 1``) to check the script itself.
 """
 from __future__ import annotations
@@ -102,10 +103,11 @@ def main() -> None:
             wall = run(tmp, "reference", {"seeds": list(range(64)), "num_samples": 15, "iterations": 5,
                                           "steps_per_iteration": 500},
                        ["--gpus-per-trial", "1" if args.gpus else "0", "--arms-per-trial", "auto"])
-    base = rows[0][2]
-    print(f"\n{'setting':>15} {'arms':>5} {'aggregate task-steps/s':>23} {'vs first':>9}  device")
-    for label, arms, rate, devices in rows:
-        print(f"{label:>15} {arms:>5} {rate:>23,.0f} {rate / base:>8.2f}x  {devices}")
+    if rows:
+        base = rows[0][2]
+        print(f"\n{'setting':>15} {'arms':>5} {'aggregate task-steps/s':>23} {'vs first':>9}  device")
+        for label, arms, rate, devices in rows:
+            print(f"{label:>15} {arms:>5} {rate:>23,.0f} {rate / base:>8.2f}x  {devices}")
     if args.reference:
         print(f"reference sweep, 64 seeds x 16 arms at 5 x 500 steps, --arms-per-trial auto: {wall:,.0f} s wall "
               f"(Ray start-up included)")

@@ -141,6 +141,10 @@ class PopulationGAN:
         inits = [torch.Generator().manual_seed(int(k[INIT_STREAM, 0]) << 32 | int(k[INIT_STREAM, 1]))
                  for k in keys]
         self.arch = resolve_arch(config.arch, self.image_shape)
+        if self.device.type == "cuda" and self.arch == "conv":
+            # A trial's convolutions keep their shapes for its life: let cuDNN time its algorithms
+            # for each once (in the eager warm-up steps, before the step is captured).
+            torch.backends.cudnn.benchmark = True
         self.G, self.D = build_population(self.arch, self.mode, n, self.image_shape, config.width, config.channels,
                                           config.z_dim, config.share_g, config.share_d, inits)
         self.G.to(self.device)
