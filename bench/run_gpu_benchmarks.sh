@@ -26,14 +26,14 @@ part() {  # part NAME SECONDS COMMAND...: run it under a timeout, keep its outpu
 }
 for p in "${parts[@]}"; do
   case $p in
-    reference) part reference 210 "$py" bench/bench_gpu_packing.py --per-gpu '' --grouped '' --reference ;;
-    decisive) part decisive 230 "$py" bench/until_decisive.py --first 64 --max-seeds 128 \
+    reference) part reference 200 "$py" bench/bench_gpu_packing.py --per-gpu '' --grouped '' --reference ;;
+    decisive) part decisive 215 "$py" bench/until_decisive.py --first 64 --max-seeds 128 \
                 --gpus-per-trial 0.5 --arms-per-trial 320 ;;
     conv) part conv 80 "$py" bench/bench_conv.py --device cuda --seconds 1 --arms 16,64 --precision fp32,bf16 \
             --variants plain,benchmark,channels_last ;;
     quality)  # two runs at once (~40 s): fp32 and bf16, DCGAN's 64 channels, lr 2e-4, batch 64
       for precision in fp32 bf16; do
-        timeout 70 "$py" -m trainables --data shapes:tasks=4,size=32 --arch conv --channels 64 --lr 2e-4 \
+        timeout 65 "$py" -m trainables --data shapes:tasks=4,size=32 --arch conv --channels 64 --lr 2e-4 \
           --steps 2000 --every 500 --precision $precision --device cuda --out "$out/conv32-$precision.png" \
           > "$out/quality-$precision.txt" 2>&1 &
       done
