@@ -29,8 +29,7 @@ for p in "${parts[@]}"; do
     reference) part reference 200 "$py" bench/bench_gpu_packing.py --per-gpu '' --grouped '' --reference ;;
     decisive) part decisive 215 "$py" bench/until_decisive.py --first 64 --max-seeds 128 \
                 --gpus-per-trial 0.5 --arms-per-trial 320 ;;
-    conv) part conv 80 "$py" bench/bench_conv.py --device cuda --seconds 1 --arms 16,64 --precision fp32,bf16 \
-            --variants plain,benchmark,channels_last ;;
+    conv) part conv 150 "$py" bench/bench_conv.py --device cuda --seconds 1 --arms 4,16,64 --precision fp32,tf32,bf16 ;;
     quality)  # two runs at once (~40 s): fp32 and bf16, DCGAN's 64 channels, lr 2e-4, batch 64
       for precision in fp32 bf16; do
         timeout 65 "$py" -m trainables --data shapes:tasks=4,size=32 --arch conv --channels 64 --lr 2e-4 \

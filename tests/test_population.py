@@ -12,7 +12,7 @@ import torch
 from trainables.config import GANConfig
 from trainables.data import load_tasks
 from trainables.train import (EVAL_STREAM, INIT_STREAM, TRAIN_STREAM, PopulationGAN, counter_normal,
-                              counter_uniform, stream_keys)
+                              counter_uniform, stream_keys, uniform_pick)
 
 DATA = "digits:classes=0,1,2,3"
 SMALL = dict(data=DATA, width=16, z_dim=8, batch_size=8, eval_samples=16)
@@ -103,6 +103,18 @@ def test_counter_draws_are_uniform_and_normal():
     assert abs(float((z.abs() < 1.96).float().mean()) - 0.95) < 0.005
     # successive counters give fresh numbers
     assert not torch.equal(counter_uniform(keys, 6, 8), counter_uniform(keys, 5, 8))
+
+
+def test_uniform_draws_stay_below_one_and_picks_inside_each_task():
+    """A draw of 1.0 (the top 24-bit value rounds up in float32) once indexed past a task's
+    images on a GPU, 2**-24 of the time: over 2**25 draws the top value comes up about twice."""
+    key = torch.tensor([stream_keys(3)[TRAIN_STREAM]], dtype=torch.int64)
+    u = counter_uniform(key, 0, 1 << 25)
+    assert float(u.max()) < 1.0 and float(u.max()) > 1 - 2 ** -23
+    lengths = torch.tensor([[16.0], [10.0], [50.0]])  # 16: u just below 1 times 16 rounds to 16
+    top = torch.full((3, 4), float(u.max()))
+    np.testing.assert_array_equal(uniform_pick(top, lengths).numpy(), [[15] * 4, [9] * 4, [49] * 4])
+    np.testing.assert_array_equal(uniform_pick(torch.full((3, 1), 0.5), lengths).numpy(), [[8], [5], [25]])
 
 
 def test_a_diverged_arm_is_dropped_and_the_others_are_unchanged(tasks):

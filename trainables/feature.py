@@ -236,5 +236,7 @@ def draw_features(features: torch.Tensor, lengths: torch.Tensor, uniforms: torch
     """Features of the training images picked by ``uniforms`` (A, T, k) in (0, 1): (A, T, k, f).
     ``lengths`` (T,) are the tasks' real image counts (the padding is never drawn)."""
     arms, tasks, k = uniforms.shape
-    idx = (uniforms * lengths.view(1, -1, 1).to(uniforms.dtype)).long().clamp_max(features.shape[2] - 1)
+    # floor(u · length), clamped to the task's last image (u · length can round up to length)
+    lengths = lengths.view(1, -1, 1).to(uniforms.dtype)
+    idx = torch.minimum((uniforms * lengths).long(), lengths.long() - 1)
     return torch.gather(features, 2, idx[..., None].expand(-1, -1, -1, features.shape[-1]))

@@ -63,7 +63,16 @@ def counter_uniform(keys: torch.Tensor, counter: torch.Tensor | int, n: int) -> 
     salt = _hash32(_hash32((keys[:, 0] + counter) & _MASK32) ^ keys[:, 1])[:, None]
     position = torch.arange(n, device=keys.device, dtype=torch.int64)
     bits = _hash32(_hash32(position ^ salt) ^ keys[:, 1:2]) >> 8  # 24 bits: exact in float32
-    return (bits.to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    # bits + 0.5 is not exact from 2**23 on: the top value rounds to 2**24, u to 1.0 (once in
+    # 2**24 draws, which indexed past a task's images on a GPU): keep it below 1.
+    return ((bits.to(torch.float32) + 0.5) * (1.0 / (1 << 24))).clamp_max(1.0 - 2.0 ** -24)
+
+
+def uniform_pick(u: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Row indices in [0, length) from uniforms u in (0, 1): floor(u · length), clamped because
+    u · length rounds up to length for u just below 1 (e.g. at a power-of-two length)."""
+    lengths = lengths.to(u.dtype)
+    return torch.minimum((u * lengths).long(), lengths.long() - 1)
 
 
 def counter_normal(keys: torch.Tensor, counter: torch.Tensor | int, n: int) -> torch.Tensor:
@@ -204,7 +213,7 @@ class PopulationGAN:
         """(A, T, B, image_dim): each arm's own draw of training images."""
         n, batch = self.tasks.n_tasks, self.configs[0].batch_size
         u = counter_uniform(self._train_keys, self._step_counter * 3 + REAL_DRAW, n * batch)
-        idx = (u.view(-1, n, batch) * self._train_lengths).long()
+        idx = uniform_pick(u.view(-1, n, batch), self._train_lengths)
         return self._train_images[self._task_index, idx]
 
     def _noise(self, draw: int) -> torch.Tensor:

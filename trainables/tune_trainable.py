@@ -405,4 +405,6 @@ def _group_metrics(group: PopulationGAN, iteration: int, spent: float, losses: d
     kids = [e["kid_mean"] for e in entries if not e["diverged"]]
     return {"iteration": iteration, "step": group.step, "time_s": spent, "diverged": not group.arm_ids, **placement,
             "fid_mean": float(np.mean(fids)) if fids else float("inf"),
-            "kid_mean": float(np.mean(kids)) if kids else float("inf"), "arms": entries}
+            # A tuple, not a list: Tune's TensorBoard logger takes a list for a histogram and, failing
+            # on dicts, printed the whole list in a warning (256 arms: ~300 KB); a tuple it skips.
+            "kid_mean": float(np.mean(kids)) if kids else float("inf"), "arms": tuple(entries)}
