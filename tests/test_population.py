@@ -11,6 +11,7 @@ import torch
 
 from trainables.config import GANConfig
 from trainables.data import load_tasks
+from trainables.optim import ArmwiseAdam
 from trainables.train import (EVAL_STREAM, INIT_STREAM, TRAIN_STREAM, PopulationGAN, counter_normal,
                               counter_uniform, stream_keys, uniform_pick)
 
@@ -68,6 +69,29 @@ def test_an_arm_in_a_mixed_group_ends_where_it_ends_alone(tasks, group):
         alone.train(200)
         assert_arm_equal(together, arm_id, alone, 0)
         np.testing.assert_array_equal(together.sample(4)[arm_id], alone.sample(4)[0])
+
+
+def test_armwise_adam_is_torchs_adam_with_interchangeable_state():
+    """The CPU optimiser (fused kernel per arm) takes Adam's steps, and its state loads into
+    torch.optim.Adam and back (checkpoints do not depend on which one wrote them)."""
+    def run(cls, steps=25):
+        generator = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(3, 4, 5, 7, generator=generator)),
+                  torch.nn.Parameter(torch.randn(3, 4, 1, 1, generator=generator))]
+        opt = cls(params, lr=1e-2, betas=(0.5, 0.999))
+        for _ in range(steps):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator)
+            opt.step()
+        return params, opt
+
+    ours, opt = run(ArmwiseAdam)
+    theirs, reference = run(torch.optim.Adam)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.optim.Adam(theirs, lr=1e-2, betas=(0.5, 0.999)).load_state_dict(opt.state_dict())
+    ArmwiseAdam(ours, lr=1e-2, betas=(0.5, 0.999)).load_state_dict(reference.state_dict())
+    assert float(opt.state_dict()["state"][0]["step"]) == 25
 
 
 def test_arms_that_cannot_share_a_model_are_refused(tasks):

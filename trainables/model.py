@@ -63,9 +63,11 @@ class PopLinear(nn.Module):
         arms, tasks, batch, _ = x.shape
         # A hard layer's one tensor serves every task (expand). One batched product per (arm,
         # task) in every mode, so an arm computes alike alone and in any group.
-        weight = self.weight.expand(arms, tasks, -1, -1).flatten(0, 1)
-        bias = self.bias.expand(arms, tasks, -1, -1).flatten(0, 1)
-        out = torch.baddbmm(bias, x.reshape(arms * tasks, batch, -1), weight)
+        weight = self.weight.expand(arms, tasks, -1, -1)
+        bias = self.bias.expand(arms, tasks, -1, -1)
+        if weight.shape[-1] == 1:  # a logit: a dot product per sample, cheaper than a batched GEMV
+            return (x * weight[..., 0][:, :, None]).sum(-1, keepdim=True) + bias
+        out = torch.baddbmm(bias.flatten(0, 1), x.reshape(arms * tasks, batch, -1), weight.flatten(0, 1))
         return out.view(arms, tasks, batch, -1)
 
     def forward_task(self, x: torch.Tensor, arm: int, task: int) -> torch.Tensor:
