@@ -184,8 +184,10 @@ def discard_unstarted_state(run: RunLocation) -> list[str]:
 
 def checkpoint_problem(fs, path: str) -> str | None:
     """Why the trainable could not go on from the checkpoint directory ``path``, or None: it
-    must hold a meta.json that parses and a state.pt that loads as the trainable loads it
-    (tensors only). What a full disk leaves -- no directory, a file cut short -- fails this."""
+    must hold a meta.json that parses, the stopped arms' files it names, and a state.pt that
+    loads as the trainable loads it (tensors only) -- unless ASHA had stopped every arm of the
+    group (``arms_left`` 0: no state is written). What a full disk leaves -- no directory, a
+    file cut short -- fails this."""
     import io
 
     import pyarrow as pa
@@ -198,8 +200,12 @@ def checkpoint_problem(fs, path: str) -> str | None:
         with fs.open_input_stream(f"{path}/{META_FILE}") as f:
             meta = json.loads(f.read())
         int(meta["iteration"])
-        with fs.open_input_stream(f"{path}/{STATE_FILE}") as f:
-            torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        for name in meta.get("finished", []):
+            if fs.get_file_info(f"{path}/{name}").type == pafs.FileType.NotFound:
+                raise FileNotFoundError(name)
+        if meta.get("arms_left") != 0:
+            with fs.open_input_stream(f"{path}/{STATE_FILE}") as f:
+                torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         return "missing" if fs.get_file_info(path).type == pafs.FileType.NotFound else "incomplete"
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pa.ArrowException,

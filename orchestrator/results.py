@@ -220,7 +220,9 @@ class ParquetResults(Callback):
         self._written: set[tuple[str, int]] = set()
         self._metrics_files: dict[str, list[MetricsFile]] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {}  # rows waiting for the next state save
-        self._session_rows: dict[str, list[dict[str, Any]]] = {}  # rows this driver wrote, by trial
+        # The rows this driver wrote, by trial, as one Arrow table each (~150 B a row; kept as
+        # Python dicts they took ~750 B, GBs in a long sweep of many arms): the merge's input.
+        self._session_tables: dict[str, pa.Table] = {}
         self._session_parts: dict[str, set[str]] = {}  # the part files holding them
         self._trials: dict[str, dict[str, Any]] = {}
         self._trials_seen = 0  # Tune's trial list only grows: rows exist for its first N
@@ -352,6 +354,8 @@ class ParquetResults(Callback):
         self._persist_pending()
         for arm in arms_of(trial):
             row = self._row(arm)
+            if _has_ended(arm, row):  # diverged or stopped before its group failed: keeps that end
+                continue
             row["status"] = ERROR
             row["error"] = first_error_line(trial)
         self._trials_dirty = True
@@ -388,10 +392,12 @@ class ParquetResults(Callback):
             rows = self._pending[trial_id]
             iterations = [r["iteration"] for r in rows]
             part = MetricsFile.named(trial_id, min(iterations), max(iterations))
-            self._files.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), METRICS_DIR, part.name)
+            table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+            self._files.write_table(table, METRICS_DIR, part.name)
             del self._pending[trial_id]
             self._metrics_files.setdefault(trial_id, []).append(part)
-            self._session_rows.setdefault(trial_id, []).extend(rows)
+            kept = self._session_tables.get(trial_id)
+            self._session_tables[trial_id] = table if kept is None else pa.concat_tables([kept, table]).combine_chunks()
             self._session_parts.setdefault(trial_id, set()).add(part.name)
 
     def compact_all(self) -> None:
@@ -433,7 +439,9 @@ class ParquetResults(Callback):
         if not pending and (not files or (len(files) < 2 and not ended)):
             return None
         mine = self._session_parts.get(trial_id, set())
-        tables = [pa.Table.from_pylist(self._session_rows.get(trial_id, []) + pending, schema=METRICS_SCHEMA)]
+        tables = [pa.Table.from_pylist(pending, schema=METRICS_SCHEMA)]
+        if trial_id in self._session_tables:
+            tables.append(self._session_tables[trial_id])
         tables += [metrics_as_current(self._files.read_table(METRICS_DIR, f.name))
                    for f in files if f.name not in mine]
         table = pa.concat_tables(tables).sort_by([("iteration", "ascending"), ("task_index", "ascending")])
@@ -447,7 +455,7 @@ class ParquetResults(Callback):
 
     def _compact_by_exchange(self, trial_ids: list[str]) -> bool:
         """compact_all's atomic swap; False (nothing changed) where metrics/ holds anything but
-        plain files or the rename is refused."""
+        plain files or a hard link or the rename is refused."""
         metrics, staging = Path(self._files.sub(METRICS_DIR)), Path(self._files.sub(COMPACTING_DIR))
         entries = list(os.scandir(metrics))
         if any(not e.is_file(follow_symlinks=False) for e in entries):
@@ -464,12 +472,12 @@ class ParquetResults(Callback):
             pq.write_table(table, staging / file.name)
             merged_files[trial_id] = file
             replaced.update(f.name for f in self._metrics_files.get(trial_id, []))
-        for entry in entries:
-            if entry.name not in replaced and not entry.name.startswith(".tmp-"):
-                os.link(entry.path, staging / entry.name)
         try:
+            for entry in entries:
+                if entry.name not in replaced and not entry.name.startswith(".tmp-"):
+                    os.link(entry.path, staging / entry.name)  # EPERM on some FUSE/CIFS mounts
             _exchange(staging, metrics)
-        except OSError:  # e.g. EINVAL: the file system has no such rename
+        except OSError:  # e.g. EINVAL: the file system has no such rename; compact trial by trial
             shutil.rmtree(staging, ignore_errors=True)
             return False
         shutil.rmtree(staging, ignore_errors=True)  # the parts, now out of every reader's glob
@@ -481,7 +489,7 @@ class ParquetResults(Callback):
         return True
 
     def _drop_session(self, trial_id: str) -> None:
-        self._session_rows.pop(trial_id, None)
+        self._session_tables.pop(trial_id, None)
         self._session_parts.pop(trial_id, None)
 
     def _trials_due(self) -> bool:
@@ -515,8 +523,7 @@ class ParquetResults(Callback):
 
     def _set_status(self, trial: Arm, status: str) -> None:
         row = self._row(trial)
-        # An arm of a group ends (diverged, or stopped by ASHA) while its group goes on.
-        if row["status"] != DIVERGED and not (trial.group_id is not None and row["status"] == TERMINATED):
+        if not _has_ended(trial, row):
             row["status"] = status
         self._trials_dirty = True
 
@@ -552,6 +559,12 @@ class ParquetResults(Callback):
         self._trials[trial.trial_id] = row
         return row
 
+
+
+def _has_ended(arm: Arm, row: dict[str, Any]) -> bool:
+    """An arm can end while its group goes on (diverged, or stopped by ASHA): a later status of
+    the group (running again after a resume, failed) is not the arm's."""
+    return row["status"] == DIVERGED or (arm.group_id is not None and row["status"] == TERMINATED)
 
 
 COMPACTING_DIR = ".metrics-compacting"  # beside metrics/, outside its glob (compact_all)

@@ -249,7 +249,8 @@ class GroupedOptuna(Searcher):
             if optuna_id is None:
                 continue
             entry = last.get(arm)
-            ok = not error and entry is not None and not entry.get("diverged")
+            # An arm ASHA stopped had its result before its group failed: tell that, not a failure.
+            ok = entry is not None and not entry.get("diverged") and (not error or bool(entry.get("stopped")))
             self.inner.on_trial_complete(optuna_id, {METRIC: entry[METRIC]} if ok else None, error=not ok)
 
     def save(self, checkpoint_path: str) -> None:

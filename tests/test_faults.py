@@ -436,3 +436,28 @@ def test_full_disk_stops_cleanly_and_resumes_after_space_is_freed(tmp_path: Path
         assert len(metrics) == 6 * 4 * 2
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_checkpoint_of_a_group_whose_arms_asha_all_stopped_is_one_to_go_on_from(tmp_path):
+    """ASHA stopping every arm of a group leaves a checkpoint with the arms' final files and no
+    state.pt; a resume must accept it (falling back to an older one replayed the rung against
+    empty records and trained stopped arms on), and refuse one whose final files are gone."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from orchestrator.guard import checkpoint_problem
+
+    fs = pafs.LocalFileSystem()
+    done = tmp_path / "checkpoint_000001"
+    done.mkdir()
+    (done / "meta.json").write_text(json.dumps({"iteration": 1, "arms_left": 0, "finished": ["final-a0.pt"]}))
+    torch.save({"w": torch.zeros(1)}, done / "final-a0.pt")
+    assert checkpoint_problem(fs, str(done)) is None
+    (done / "final-a0.pt").unlink()
+    assert checkpoint_problem(fs, str(done)) == "incomplete"
+    older = tmp_path / "checkpoint_000000"  # no arms_left (or arms left) and no state: cut short
+    older.mkdir()
+    (older / "meta.json").write_text(json.dumps({"iteration": 0, "finished": []}))
+    assert checkpoint_problem(fs, str(older)) == "incomplete"
+    assert checkpoint_problem(fs, str(tmp_path / "checkpoint_000009")) == "missing"

@@ -152,3 +152,27 @@ def test_optuna_asks_a_groups_configurations_together_and_hears_each_arms_result
     told = sorted((t.params["seed"], round(t.value, 6)) for t in study.trials if t.state.name == "COMPLETE")
     shared = trials[trials["mode"] != "independent"]
     assert told == sorted(zip(shared["seed"], shared["fid_mean"].round(6)))
+
+
+def test_grouped_optuna_tells_an_arm_asha_stopped_its_result_when_the_group_later_fails():
+    """Optuna learns each arm's last fid_mean; a group that fails after ASHA stopped some of its
+    arms fails only the arms still training (a stopped arm's result was final)."""
+    import dataclasses
+
+    import search_spaces as ss
+    from orchestrator.tune_mapping import GroupedOptuna
+
+    class Study:  # records what the wrapped OptunaSearch is told
+        def __init__(self) -> None:
+            self.told: dict[str, tuple] = {}
+
+        def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+            self.told[trial_id] = (result, error)
+
+    study = Study()
+    searcher = GroupedOptuna(study, dataclasses.replace(ss.load_space("smoke"), arms_per_trial=3), 2)
+    searcher.members["g"] = [None, "o1", "o2", "o3"]  # a baseline and three Optuna trials
+    searcher.on_trial_result("g", {"arms": ({"arm": 0, "fid_mean": 9.0}, {"arm": 1, "fid_mean": 5.0, "stopped": True},
+                                            {"arm": 2, "fid_mean": 4.0}, {"arm": 3, "diverged": True})})
+    searcher.on_trial_complete("g", error=True)
+    assert study.told == {"o1": ({"fid_mean": 5.0}, False), "o2": (None, True), "o3": (None, True)}

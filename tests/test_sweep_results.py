@@ -119,3 +119,31 @@ def test_trials_parquet_written_from_changed_rows_equals_a_full_rewrite(tmp_path
     assert on_disk.to_pylist() == sorted(sink._trials.values(), key=lambda r: r["trial_id"])
     assert [r["status"] for r in on_disk.to_pylist()[2:8]] == ["PENDING", "RUNNING", "ERROR", "RUNNING", "RUNNING",
                                                                "PENDING"]
+
+
+def test_a_group_that_fails_leaves_its_diverged_and_stopped_arms_as_they_ended(tmp_path):
+    import search_spaces as ss
+    from orchestrator.results import arms_of
+    from trainables.keys import LOSS_NAMES, METRIC_NAMES
+
+    group = _Trial("g_00000", {"arms": ss.expand_trials(ss.load_space("smoke"), len(TASKS))[:3]})
+    group.error_msg = "Traceback ...\nCUDA out of memory"
+    sink = ParquetResults(str(tmp_path / "run"), "s", TASKS, 1.0, 0.0)
+    sink.setup()
+    sink.on_step_end(0, [group])
+    sink.on_trial_start(0, [group], group)
+    metrics = {f"{m}/{t}": 0.5 for t in TASKS for m in (*METRIC_NAMES, *LOSS_NAMES)}
+    sink.on_trial_result(0, [group], group, {"iteration": 1, "step": 10, "time_s": 1.0, "arms": (
+        {"arm": 0, "diverged": True, "error": "NaN in task 1 at step 7"},
+        {"arm": 1, "diverged": False, "stopped": True, **metrics},  # ASHA stopped it at rung 1
+        {"arm": 2, "diverged": False, **metrics})})
+
+    def statuses():
+        return [sink._trials[arm.trial_id]["status"] for arm in arms_of(group)]
+
+    sink.on_trial_error(0, [group], group)
+    assert statuses() == ["DIVERGED", "TERMINATED", "ERROR"]
+    assert sink._trials[arms_of(group)[2].trial_id]["error"] == "CUDA out of memory"
+    sink.on_trial_start(0, [group], group)  # --resume: the group runs again and ends
+    sink.on_trial_complete(0, [group], group)
+    assert statuses() == ["DIVERGED", "TERMINATED", "TERMINATED"]

@@ -299,6 +299,7 @@ def group_trainable(arms: list[dict[str, Any]], asha: dict[str, Any] | None = No
                 torch.save(group.state_dict(), Path(tmp) / STATE_FILE)
             (Path(tmp) / META_FILE).write_text(json.dumps({"iteration": iteration, "time_s": spent,
                                                            "step": group.step, "losses": losses,
+                                                           "arms_left": len(group.arm_ids),
                                                            "finished": sorted(finished),
                                                            "explored": explored}))
             for name, content in finished.items():
