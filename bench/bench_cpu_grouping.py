@@ -5,11 +5,11 @@
 
 Runs the shipped default sweep (``--space default``, resized by the flags; the defaults are the
 file's own) twice through ``python -m orchestrator.sweep`` in this process, each on its own
-embedded Ray (start-up included): once with ``--arms-per-trial 1`` (what ``auto`` picks on
-CPU) and once grouped. The goal (issue 8) is grouped ÷ one-arm ≤ 1.0 on 2 CPUs: grouping must
-not slow the CPU path down. The default 8 arms per trial holds all arms that can share a model
-in the default sweep (one seed at one samples_per_task: its soft arms and baselines; hard arms
-form their own group).
+embedded Ray (start-up included): once with ``--arms-per-trial 1`` (what ``auto`` picked on
+CPU before it grouped large sweeps) and once grouped. The goal (issue 8) is grouped ÷ one-arm
+≤ 1.0 on 2 CPUs: grouping must not slow the CPU path down. The default 8 arms per trial
+holds all arms that can share a model in the default sweep (one seed at one
+samples_per_task: its soft arms and baselines; hard arms form their own group).
 (GPU packing: bench/bench_gpu_packing.py.)
 """
 from __future__ import annotations

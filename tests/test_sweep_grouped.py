@@ -96,3 +96,24 @@ def test_arms_per_trial_is_checked_before_anything_runs(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not any(tmp_path.iterdir())
+
+
+def test_auto_groups_arms_on_cpu_only_where_every_cpu_stays_busy():
+    """`auto` on CPU: the default sweep's 144 arms on 2 CPUs train in groups of up to 8 (38 Tune
+    trials, >= 8 per CPU); a small sweep, a cluster not yet joined, Optuna and PBT keep one arm
+    per trial; a GPU share is filled as before."""
+    import search_spaces as ss
+    from orchestrator.sweep import resolve_arms_per_trial
+    from orchestrator.tune_mapping import pack_arms
+
+    default = ss.load_space("default")
+    trials = ss.expand_trials(default, 4)
+    assert len(trials) == 144
+    assert resolve_arms_per_trial(default, 0.0, 144, cpu_slots=2)[0] == 8
+    assert resolve_arms_per_trial(default, 0.0, 18, cpu_slots=2)[0] == 1
+    assert resolve_arms_per_trial(default, 0.0, 144, cpu_slots=None)[0] == 1
+    assert resolve_arms_per_trial(default.with_overrides(search="optuna"), 0.0, 144, cpu_slots=2)[0] == 1
+    assert resolve_arms_per_trial(default.with_overrides(scheduler="pbt"), 0.0, 144, cpu_slots=2)[0] == 1
+    assert resolve_arms_per_trial(default.with_overrides(arms_per_trial=3), 0.0, 144, cpu_slots=2)[0] == 3
+    assert resolve_arms_per_trial(default, 0.25, 144, cpu_slots=2)[0] == 64
+    assert len(pack_arms(trials, 8)) == 38
