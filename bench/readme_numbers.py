@@ -30,7 +30,10 @@ def describe(run_dir: Path) -> list[str]:
     devices = sorted(set(trials["device"].dropna().astype(str))) if "device" in trials else []
     span = ""
     if "time_s" in trials and trials["time_s"].notna().any():
-        span = f"; trial time {trials['time_s'].sum() / 60:.1f} CPU-min in all"
+        timed = trials[trials["time_s"].notna()]
+        if "group_id" in timed:  # the arms of a group carry the group's time: count it once
+            timed = timed[~(timed["group_id"].notna() & timed["group_id"].duplicated())]
+        span = f"; trial time {timed['time_s'].sum() / 60:.1f} CPU-min in all ({len(timed)} Tune trials)"
     return [f"run: {run_dir} ({len(trials)} trials, statuses "
             f"{ {k: int(v) for k, v in trials['status'].astype(str).value_counts().items()} })",
             f"command: {record.get('command', '?')}",
