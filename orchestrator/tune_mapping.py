@@ -116,12 +116,15 @@ def planned_trials_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
 def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
     """Trials as groups of at most ``arms_per_trial`` arms that can share one batched model
     (equal ``GANConfig.group_key``: soft and independent arms together, hard apart; with a
-    capped ``samples_per_task`` also one seed), in order."""
+    capped ``samples_per_task`` also one seed), in order, the largest groups first: Tune starts
+    trials in this order, so the short ones fill the CPUs at the end instead of one long group
+    running alone (longest-processing-time-first)."""
     buckets: dict[tuple, list[dict[str, Any]]] = {}
     for trial in trials:
         buckets.setdefault(arm_group_key(trial), []).append(trial)
-    return [bucket[i:i + arms_per_trial] for bucket in buckets.values()
-            for i in range(0, len(bucket), arms_per_trial)]
+    groups = [bucket[i:i + arms_per_trial] for bucket in buckets.values()
+              for i in range(0, len(bucket), arms_per_trial)]
+    return sorted(groups, key=len, reverse=True)  # stable: in order within a size
 
 
 def arm_group_key(trial: dict[str, Any]) -> tuple:

@@ -116,4 +116,5 @@ def test_auto_groups_arms_on_cpu_only_where_every_cpu_stays_busy():
     assert resolve_arms_per_trial(default.with_overrides(scheduler="pbt"), 0.0, 144, cpu_slots=2)[0] == 1
     assert resolve_arms_per_trial(default.with_overrides(arms_per_trial=3), 0.0, 144, cpu_slots=2)[0] == 3
     assert resolve_arms_per_trial(default, 0.25, 144, cpu_slots=2)[0] == 64
-    assert len(pack_arms(trials, 8)) == 38
+    sizes = [len(group) for group in pack_arms(trials, 8)]
+    assert len(sizes) == 38 and sizes == sorted(sizes, reverse=True)  # the longest trials start first
