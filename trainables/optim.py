@@ -34,12 +34,11 @@ class ArmwiseAdam(torch.optim.Adam):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                for arm in range(p.shape[0]):
-                    params.append(p[arm])
-                    grads.append(p.grad[arm])
-                    exp_avgs.append(state["exp_avg"][arm])
-                    exp_avg_sqs.append(state["exp_avg_sq"][arm])
-                    steps.append(state["step"])  # read, not incremented, by the kernel
+                params += p.unbind()  # each arm's slice, a tensor of its own
+                grads += p.grad.unbind()
+                exp_avgs += state["exp_avg"].unbind()
+                exp_avg_sqs += state["exp_avg_sq"].unbind()
+                steps += [state["step"]] * p.shape[0]  # read, not incremented, by the kernel
             beta1, beta2 = group["betas"]
             torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=float(group["lr"]),
                                beta1=float(beta1), beta2=float(beta2), weight_decay=0.0,
