@@ -132,7 +132,7 @@ def test_counter_draws_are_uniform_and_normal():
 def test_uniform_draws_stay_below_one_and_picks_inside_each_task():
     """A draw of 1.0 (the top 24-bit value rounds up in float32) once indexed past a task's
     images on a GPU, 2**-24 of the time: over 2**25 draws the top value comes up about twice."""
-    key = torch.tensor([stream_keys(3)[TRAIN_STREAM]], dtype=torch.int64)
+    key = torch.tensor(stream_keys(3)[TRAIN_STREAM][None], dtype=torch.int64)
     u = counter_uniform(key, 0, 1 << 25)
     assert float(u.max()) < 1.0 and float(u.max()) > 1 - 2 ** -23
     lengths = torch.tensor([[16.0], [10.0], [50.0]])  # 16: u just below 1 times 16 rounds to 16
