@@ -42,7 +42,8 @@ def arm_label(config: dict[str, Any]) -> str:
     images per task (where the trial config names them)."""
     trial = trial_of(config)
     if "arms" in trial:  # a Tune trial training a group of arms (each has its own row in trials.parquet)
-        return f"group of {len(trial['arms'])} arms"
+        n = len(trial["arms"])
+        return f"group of {n} arms" if n != 1 else "group of 1 arm"
     mode = trial.get("mode", "?")
     parts = [mode]
     if mode == "soft":
