@@ -232,11 +232,17 @@ def training_features(d: FeatureDiscriminator, images: torch.Tensor, chunk: int 
     return torch.cat(parts, 2)
 
 
+def uniform_pick(u: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Row indices in [0, length) from uniforms u in (0, 1): floor(u · length), clamped because
+    u · length rounds up to length for u just below 1 (e.g. at a power-of-two length). Used
+    for the real batches too (trainables.train), which imports it from here."""
+    lengths = lengths.to(u.dtype)
+    return torch.minimum((u * lengths).long(), lengths.long() - 1)
+
+
 def draw_features(features: torch.Tensor, lengths: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Features of the training images picked by ``uniforms`` (A, T, k) in (0, 1): (A, T, k, f).
     ``lengths`` (T,) are the tasks' real image counts (the padding is never drawn)."""
     arms, tasks, k = uniforms.shape
-    # floor(u · length), clamped to the task's last image (u · length can round up to length)
-    lengths = lengths.view(1, -1, 1).to(uniforms.dtype)
-    idx = torch.minimum((uniforms * lengths).long(), lengths.long() - 1)
+    idx = uniform_pick(uniforms, lengths.view(1, -1, 1))
     return torch.gather(features, 2, idx[..., None].expand(-1, -1, -1, features.shape[-1]))

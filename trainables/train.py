@@ -24,7 +24,7 @@ from trainables.config import GANConfig
 from trainables.data import TaskSet, load_tasks
 from trainables.arch import build_population, resolve_arch
 from trainables.config import FEATURE_MODES, SOFT
-from trainables.feature import draw_features, feature_step, training_features
+from trainables.feature import draw_features, feature_step, training_features, uniform_pick
 from trainables.model import copy_arm, discriminator_loss, generator_loss, select_arms
 from trainables.optim import ArmwiseAdam
 from trainables.precision import forward_autocast, step_precision
@@ -68,12 +68,6 @@ def counter_uniform(keys: torch.Tensor, counter: torch.Tensor | int, n: int) -> 
     # 2**24 draws, which indexed past a task's images on a GPU): keep it below 1.
     return ((bits.to(torch.float32) + 0.5) * (1.0 / (1 << 24))).clamp_max(1.0 - 2.0 ** -24)
 
-
-def uniform_pick(u: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Row indices in [0, length) from uniforms u in (0, 1): floor(u · length), clamped because
-    u · length rounds up to length for u just below 1 (e.g. at a power-of-two length)."""
-    lengths = lengths.to(u.dtype)
-    return torch.minimum((u * lengths).long(), lengths.long() - 1)
 
 
 def counter_normal(keys: torch.Tensor, counter: torch.Tensor | int, n: int) -> torch.Tensor:
