@@ -97,16 +97,17 @@ def eta_seconds(done_now: float, done_at_start: float, elapsed: float, remaining
 
 class Progress(Callback):
     """The display above, as a Tune callback on the driver. ``total``: trials the sweep will
-    run; ``iterations``: planned iterations per trial (trials' own ``iterations`` win).
+    run (``estimated``: about that many, when a searcher decides the grouping as it goes);
+    ``iterations``: planned iterations per trial (trials' own ``iterations`` win).
 
     Its counts are kept up to date from Tune's events, so a finished arm's line and the status
     line cost the same at 20,000 trials as at 20 (Tune's trial list only grows: each trial is
     looked at once when it appears)."""
 
     def __init__(self, total: int, iterations: int, every_seconds: float = 30.0,
-                 error_line: Callable[[Any], str] | None = None) -> None:
+                 error_line: Callable[[Any], str] | None = None, estimated: bool = False) -> None:
         self.total, self.iterations, self.every_seconds = total, iterations, every_seconds
-        self.error_line = error_line
+        self.error_line, self.estimated = error_line, estimated
         self._start = time.monotonic()
         self._last_status = self._start
         self._work_at_start: float | None = None
@@ -118,7 +119,11 @@ class Progress(Callback):
         self._running: set[str] = set()
 
     def __reduce__(self):  # stored with the RunConfig in tuner.pkl: constructor arguments only
-        return (type(self), (self.total, self.iterations, self.every_seconds, self.error_line))
+        return (type(self), (self.total, self.iterations, self.every_seconds, self.error_line, self.estimated))
+
+    @property
+    def _total_text(self) -> str:
+        return f"~{self.total}" if self.estimated else str(self.total)
 
     def _planned(self, trial) -> int:
         return int(trial_of(trial.config).get("iterations", self.iterations))
@@ -146,12 +151,13 @@ class Progress(Callback):
         self._catch_up(trials)
         elapsed = time.monotonic() - self._start
         finished, running = len(self._finished), len(self._running)
-        pending = self.total - finished - running
+        pending = max(0, self.total - finished - running)
         remaining = max(0.0, (self.total * self.iterations if len(trials) < self.total else self._planned_sum)
                         - self._work)
         eta = eta_seconds(self._work, self._work_at_start, elapsed, remaining)
         eta_text = "ETA -" if eta is None else ("ETA ~" + duration(eta) if remaining else "finishing")
-        return (f"  {duration(elapsed):>6}  {finished}/{self.total} done, {running} running, {pending} pending  "
+        return (f"  {duration(elapsed):>6}  {finished}/{self._total_text} done, {running} running, "
+                f"{'~' if self.estimated else ''}{pending} pending  "
                 f"{eta_text}")
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -176,8 +182,8 @@ class Progress(Callback):
         error = self.error_line(trial) if (status == "ERROR" and self.error_line) else ""
         fid = result.get("fid_mean")
         fid_text = f"fid_mean={fid:.3g}" if isinstance(fid, (int, float)) and math.isfinite(fid) else "fid_mean=-"
-        width = len(str(self.total))
-        print(f"[{len(self._finished):>{width}}/{self.total}] {duration(time.monotonic() - self._start):>6}  "
+        width = len(self._total_text)
+        print(f"[{len(self._finished):>{width}}/{self._total_text}] {duration(time.monotonic() - self._start):>6}  "
               f"{arm_label(trial.config)}  {fid_text}  {outcome(status, result, self._planned(trial), error)}"
               f"  (trial {trial.trial_id})", file=sys.stdout, flush=True)
 
@@ -190,7 +196,7 @@ class Progress(Callback):
             if entry.get("stopped"):
                 arm = arms[entry["arm"]]
                 fid = entry.get("fid_mean")
-                print(f"{'':>{2 * len(str(self.total)) + 3}} {duration(time.monotonic() - self._start):>6}  "
+                print(f"{'':>{2 * len(self._total_text) + 3}} {duration(time.monotonic() - self._start):>6}  "
                       f"{arm_label(arm)}  fid_mean={fid:.3g}  "
                       f"{outcome('TERMINATED', result, int(arm.get('iterations', self.iterations)))}"
                       f"  (trial {trial.trial_id}-a{entry['arm']})", file=sys.stdout, flush=True)

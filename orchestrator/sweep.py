@@ -533,6 +533,18 @@ def _autoscaler_can_add(resource: str, amount: float) -> bool:
     return _internal_kv_get("__autoscaling_status") is not None
 
 
+def planned_trials_line(plan: SweepPlan) -> str:
+    """What the sweep will run, in the header: arms, and the Tune trials they are grouped into."""
+    from orchestrator.tune_mapping import grouped, pack_arms
+
+    size = int(plan.spec.arms_per_trial) if grouped(plan.spec) else 1
+    if not plan.trials:
+        return "optuna arms" + (f" in groups of up to {size}" if size > 1 else "")
+    if size == 1:
+        return f"{len(plan.trials)} trials"
+    return f"{len(plan.trials)} arms in {len(pack_arms(plan.trials, size))} trials of up to {size} arms"
+
+
 def trial_dirname(trial) -> str:
     return trial.trial_id
 
@@ -564,11 +576,15 @@ def build_tuner(plan: SweepPlan, reuse_actors: bool = True, user_callbacks: list
     # Progress counts Tune trials: with arms grouped that is the number of groups, not of arms.
     grid = param_space[tune_mapping.TRIAL_INDEX]["grid_search"] if tune_mapping.TRIAL_INDEX in param_space else None
     total = len(grid) if grid is not None else num_samples
+    # Grouped Optuna: num_samples bounds the groups by the arms; they come about arms_per_trial at a time.
+    estimated = grid is None and tune_mapping.grouped(plan.spec)
+    if estimated:
+        total = math.ceil(total / int(plan.spec.arms_per_trial))
     user_callbacks = list(user_callbacks or [])
     callbacks = [FlatHyperparameters(plan.task_names),
                  ParquetResults(plan.run_dir, plan.name, plan.task_names, plan.cpus, plan.gpus),
                  CheckpointPruner(plan.spec.keep_checkpoints),
-                 Progress(total, plan.spec.iterations, error_line=first_error_line), StateSigner(),
+                 Progress(total, plan.spec.iterations, error_line=first_error_line, estimated=estimated), StateSigner(),
                  ResumableCheckpoints(), *user_callbacks]
     return tune.Tuner(
         trainable,
@@ -800,7 +816,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         with guard.Interrupts() as interrupts:
             start_run(plan, argv)
-            print(f"sweep {plan.name}: {len(plan.trials) or 'optuna'} trials, tasks {','.join(plan.task_names)}, "
+            print(f"sweep {plan.name}: {planned_trials_line(plan)}, tasks {','.join(plan.task_names)}, "
                   f"{plan.cpus:g} CPU / {plan.gpus:g} GPU per trial -> {plan.run_dir}", flush=True)
             if not plan.resume:
                 print(disk_estimate(plan), flush=True)

@@ -79,3 +79,17 @@ def test_progress_counts_follow_tunes_events_across_a_resume(capsys):
     trials[2].status = "RUNNING"  # restarted after its error
     progress.on_trial_start(0, trials, trials[2])
     assert "2/5 done, 1 running, 2 pending" in progress.status_line(trials)
+
+
+def test_an_estimated_total_says_so_and_never_goes_negative(capsys):
+    """Grouped Optuna decides its groups as it goes: the total is an estimate, shown as ~N."""
+    from orchestrator.progress import Progress
+
+    progress = Progress(total=2, iterations=4, every_seconds=1e9, estimated=True)
+    trials = [_Trial(name, "RUNNING") for name in "abc"]  # one group more than estimated
+    for trial in trials:
+        progress.on_trial_start(0, trials, trial)
+    assert "0/~2 done, 3 running, ~0 pending" in progress.status_line(trials)
+    trials[0].status, trials[0].last_result = "TERMINATED", {"iteration": 4, "fid_mean": 2.0}
+    progress.on_trial_complete(0, trials, trials[0])
+    assert capsys.readouterr().out.startswith("[ 1/~2]")

@@ -118,3 +118,19 @@ def test_auto_groups_arms_on_cpu_only_where_every_cpu_stays_busy():
     assert resolve_arms_per_trial(default, 0.25, 144, cpu_slots=2)[0] == 64
     sizes = [len(group) for group in pack_arms(trials, 8)]
     assert len(sizes) == 38 and sizes == sorted(sizes, reverse=True)  # the longest trials start first
+
+
+def test_the_sweep_header_counts_arms_and_the_tune_trials_they_form():
+    from types import SimpleNamespace
+
+    import search_spaces as ss
+    from orchestrator.sweep import planned_trials_line
+
+    default = ss.load_space("default")
+    trials = ss.expand_trials(default, 4)
+    grouped = SimpleNamespace(spec=default.with_overrides(arms_per_trial=8), trials=trials)
+    assert planned_trials_line(grouped) == "144 arms in 38 trials of up to 8 arms"
+    assert planned_trials_line(SimpleNamespace(spec=default.with_overrides(arms_per_trial=1), trials=trials)) \
+        == "144 trials"
+    optuna = SimpleNamespace(spec=default.with_overrides(search="optuna", arms_per_trial=4), trials=[])
+    assert planned_trials_line(optuna) == "optuna arms in groups of up to 4"
