@@ -20,6 +20,7 @@ from orchestrator.analysis import Analysis  # noqa: E402
 from orchestrator.analysis.answer import change_of  # noqa: E402
 from orchestrator.analysis.estimates import ALL_SHARED, trial_scores  # noqa: E402
 from orchestrator.analysis.stats import nanmean_rows  # noqa: E402
+from orchestrator.report.tables import format_value  # noqa: E402
 from orchestrator.schema import (FEATURE, FEATURE_PRIVATE, HARD, INDEPENDENT, MODES, SOFT, better,  # noqa: E402
                                  with_query)
 
@@ -390,17 +391,19 @@ def fig_samples(result: Analysis) -> Figure:
     pick = with_samples[len(with_samples) // 2] if with_samples else len(pairs) // 2
     shared_trial = int(pairs["shared"].iloc[pick])
     base_trial = int(pairs["base"].iloc[pick])
+    best_label = dict(zip(result.configs["config_id"], result.configs["label"])).get(result.best_config, "")
+    seed = pairs["seed"].iloc[pick]
     columns = []
-    for trial, label in ((shared_trial, "best shared"), (base_trial, INDEPENDENT)):
+    for trial, label in ((shared_trial, f"best: {best_label}"), (base_trial, INDEPENDENT)):
         samples = _load_samples(trials["samples_path"].iloc[trial] if "samples_path" in trials else None,
                                 trials["run_dir"].iloc[trial])
-        columns.append((label, trials["trial_id"].iloc[trial], samples))
+        columns.append((label, f"seed {format_value(seed)}", samples))
     if all(c[2] is None for c in columns):
         return Figure("samples", "Samples", "", note="No samples: the trials of the best configuration and "
                       "their baselines have no readable samples_path (.npz) file.")
     tasks = result.tasks
     fig, axes = plt.subplots(2, len(tasks), figsize=(2.6 * len(tasks) + 0.6, 5.6), squeeze=False)
-    for row, (label, trial_id, samples) in enumerate(columns):
+    for row, (label, seed_label, samples) in enumerate(columns):
         for col, task in enumerate(tasks):
             ax = axes[row, col]
             ax.set_xticks([])
@@ -408,7 +411,7 @@ def fig_samples(result: Analysis) -> Figure:
             if row == 0:
                 ax.set_title(f"task {task}", fontsize=9)
             if col == 0:
-                ax.set_ylabel(f"{label}\n{trial_id}", fontsize=8)
+                ax.set_ylabel(f"{label}\n{seed_label}", fontsize=8)
             if samples is None or task not in samples[1]:
                 ax.text(0.5, 0.5, "no samples", ha="center", va="center", fontsize=9, color="grey")
                 continue
