@@ -7,6 +7,8 @@ a per-trial orchestration cost (~0.5 s with Tune's actor reuse on 2 CPUs, README
 all trials. Prints each design's predicted CPU seconds and the ratio to the baseline design:
 the design's sweep time on 2 CPUs is about that ratio times the baseline's measured sweep time.
 Both are timed in the same run, so a loaded machine slows both alike (the ratio is what counts).
+Every arm is costed as its own trial (``arms_per_trial: 1``): what grouping arms saves (``auto``
+on CPU) is measured by bench/sweep_trial_cost.py, so compare designs here and grouping there.
 
     .venv/bin/python bench/design_cost.py [--design default] [--baseline explore] [--steps 200]
 """
