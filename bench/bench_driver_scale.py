@@ -11,7 +11,7 @@ overhead as sweeps grow.
    a small and a large N and their ratio (goal: large / small <= 1.2).
 
     .venv/bin/python bench/bench_driver_scale.py [--small 200] [--large 2000] [--cpus-per-trial 1]
-                                                 [--skip-tune] [--skip-s3]
+                                                 [--baseline] [--skip-tune] [--skip-s3]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import search_spaces as ss  # noqa: E402
 from orchestrator.results import ParquetResults  # noqa: E402
-from orchestrator.tune_mapping import planned_trials_space  # noqa: E402
+from orchestrator.tune_mapping import TRIAL_INDEX, TrialAt, planned_trials_search, tune_scheduler  # noqa: E402
 from trainables.keys import METRIC_NAMES  # noqa: E402
 
 TASKS = ["0", "1", "2", "3"]
@@ -111,17 +111,28 @@ def tiny_trainable(config: dict) -> None:
         tune.report(fake_result(iteration))
 
 
-def tune_overhead(n_trials: int, storage: Path, cpus_per_trial: float) -> float:
-    """Wall seconds per trial of a sweep of ``n_trials`` tiny trials (grid over configs)."""
+def tune_overhead(n_trials: int, storage: Path, cpus_per_trial: float, baseline: bool = False) -> float:
+    """Wall seconds per trial of a sweep of ``n_trials`` tiny trials, handed to Tune as the sweep
+    does. ``baseline``: as it did before 2026-11-27 (a grid over trial indices, which Tune copies
+    whole for every trial, and Tune's FIFOScheduler, which scans every trial at every step)."""
     from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
 
     configs = trial_configs(n_trials)
-    sink = ParquetResults(str(storage / f"tiny-{n_trials}"), f"tiny-{n_trials}", TASKS, 1.0, 0.0)
+    name = f"tiny-{n_trials}" + ("-baseline" if baseline else "")
+    sink = ParquetResults(str(storage / name), name, TASKS, 1.0, 0.0)
+    if baseline:
+        param_space = {TRIAL_INDEX: tune.grid_search(range(n_trials)), "trial": tune.sample_from(TrialAt(configs))}
+        search_alg, num_samples, scheduler = None, 1, FIFOScheduler()
+    else:  # what a fifo sweep uses
+        param_space, search_alg, num_samples = planned_trials_search(configs)
+        scheduler = tune_scheduler(ss.load_space("smoke"))
     tuner = tune.Tuner(
         tune.with_resources(tiny_trainable, {"cpu": cpus_per_trial}),
-        param_space=planned_trials_space(configs),  # as the sweep hands its planned trials to Tune
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(storage), name=f"tiny-{n_trials}", callbacks=[sink],
+        param_space=param_space,
+        tune_config=tune.TuneConfig(reuse_actors=True, search_alg=search_alg, num_samples=num_samples,
+                                    scheduler=scheduler),
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, callbacks=[sink],
                                   verbose=0))
     started = time.perf_counter()
     tuner.fit()
@@ -138,6 +149,9 @@ def main() -> None:
     parser.add_argument("--cpus-per-trial", type=float, default=1.0,
                         help="CPUs each tiny trial asks for: below 1 more run at once, so the driver's own "
                              "per-trial work is what limits the rate (default 1)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time the large sweep handed to Tune as before 2026-11-27: a grid over trial "
+                             "indices and Tune's FIFOScheduler (the baseline; hours at 20,000 trials)")
     parser.add_argument("--skip-tune", action="store_true")
     parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
@@ -160,11 +174,18 @@ def main() -> None:
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
+            # warm-up, not timed: the first sweep in a process also pays for Ray's first workers and imports
+            tune_overhead(min(args.small, 50), Path(tmp) / "warm-up", args.cpus_per_trial)
             small = tune_overhead(args.small, Path(tmp), args.cpus_per_trial)
             print(f"tune, {args.small} tiny trials: {small * 1000:.1f} ms per trial", flush=True)
             large = tune_overhead(args.large, Path(tmp), args.cpus_per_trial)
             print(f"tune, {args.large} tiny trials: {large * 1000:.1f} ms per trial", flush=True)
-            print(f"per-trial overhead ratio {args.large}/{args.small}: {large / small:.2f} (goal <= 1.2)")
+            print(f"per-trial overhead ratio {args.large}/{args.small}: {large / small:.2f} (goal <= 1.2)", flush=True)
+            if args.baseline:
+                before = tune_overhead(args.large, Path(tmp), args.cpus_per_trial, baseline=True)
+                print(f"tune, {args.large} tiny trials as before (index grid, Tune's FIFOScheduler): "
+                      f"{before * 1000:.1f} ms per trial ({before / large:.2f}x now; ratio to {args.small} now: "
+                      f"{before / small:.2f})", flush=True)
         finally:
             ray.shutdown()
 

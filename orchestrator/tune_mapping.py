@@ -1,7 +1,7 @@
 """A sweep spec (search_spaces) as Ray Tune objects: param_space, search algorithm, scheduler.
 
 random / grid: the trials are expanded up front (search_spaces.expand_trials) and handed to
-Tune as an explicit list (``planned_trials_space``), so a resumed sweep runs exactly the trials
+Tune as an explicit list (``planned_trials_search``), so a resumed sweep runs exactly the trials
 the first run planned, and pairing (every shared configuration at every seed, one independent
 arm per seed) holds by construction.
 
@@ -32,7 +32,8 @@ import uuid
 from typing import Any
 
 from ray import tune
-from ray.tune.search import Searcher
+from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 import search_spaces as ss
@@ -56,7 +57,7 @@ def tune_search(spec: ss.SweepSpec, n_tasks: int) -> tuple[dict[str, Any], Any, 
             scheduler = ({ASHA_KEY: group_asha_settings(spec)} if spec.scheduler == "asha" else
                          {PBT_KEY: group_pbt_settings(spec)} if spec.scheduler == "pbt" else {})
             trials = [{"arms": group, **scheduler} for group in pack_arms(trials, int(spec.arms_per_trial))]
-        return planned_trials_space(trials), None, 1
+        return planned_trials_search(trials)
     return _optuna_search(spec, n_tasks)
 
 
@@ -88,12 +89,12 @@ def group_pbt_settings(spec: ss.SweepSpec) -> dict[str, Any]:
             "alpha": [kind, list(arg)]}
 
 
-TRIAL_INDEX = "trial_index"  # the grid Tune runs over: trial k of the planned list
+TRIAL_INDEX = "trial_index"  # what Tune's variants run over: trial k of the planned list
 
 
 class TrialAt:
     """Tune's ``sample_from`` function giving the planned trial at ``config["trial_index"]``.
-    Copies of it share the list: Tune deep-copies the param space for every grid variant."""
+    Copies of it share the list: Tune deep-copies the param space for every variant."""
 
     def __init__(self, trials: list[dict[str, Any]]) -> None:
         self.trials = trials
@@ -105,12 +106,17 @@ class TrialAt:
         return self
 
 
-def planned_trials_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"trial_index": grid over range(n), "trial": the trial at that index}``, not a grid
-    over the trials themselves: Tune deep-copies the whole param space for every variant it
-    generates, so that grid cost O(trials) per trial (measured: 27 s for 1,000 trials, 0.5 s
-    this way; hours for 20,000). A range deep-copies as one object."""
-    return {TRIAL_INDEX: tune.grid_search(range(len(trials))), "trial": tune.sample_from(TrialAt(trials))}
+def planned_trials_search(trials: list[dict[str, Any]]) -> tuple[dict[str, Any], BasicVariantGenerator, int]:
+    """(param_space, search_alg, num_samples) that run ``trials`` in order: Tune's variant
+    generator given each trial index as a preset point, the trial itself looked up from the index.
+    Neither a grid over the trials nor over their indices: Tune deep-copies the param space for
+    every variant it generates and turns a grid's values into a list, so either grid cost
+    O(trials) per trial (measured: 20,000 trials took 144 s to generate before the first
+    started, and the driver's rate fell as trials piled up). A preset point copies a
+    two-key space."""
+    space = {TRIAL_INDEX: tune.randint(0, max(1, len(trials))), "trial": tune.sample_from(TrialAt(trials))}
+    points = [{TRIAL_INDEX: k} for k in range(len(trials))]
+    return space, BasicVariantGenerator(points_to_evaluate=points), len(trials)
 
 
 def pack_arms(trials: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
@@ -265,7 +271,45 @@ class GroupedOptuna(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-class BaselineExemptASHA(AsyncHyperBandScheduler):
+class LiveTrialsInOrder:
+    """Mixin for a Tune scheduler: choose the next trial among the live (not terminated) ones,
+    in the order Tune added them, as Tune's own choice does over all trials. Tune 2.60's
+    FIFOScheduler (and ASHA, PBT) scan every trial ever added at every step, so the driver
+    slowed as finished trials piled up: O(trials) per step, O(trials²) per sweep
+    (bench/bench_driver_scale.py). A requeued trial goes last, as it does in Tune's list."""
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self.__dict__.setdefault("_added", {})[trial.trial_id] = self.__dict__.setdefault("_adds", 0)
+        self._adds += 1
+        super().on_trial_add(tune_controller, trial)
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune re-adds every trial on restore
+        state = super().__getstate__()
+        return {k: v for k, v in (state or self.__dict__).items() if k not in ("_added", "_adds")}
+
+    def _live_in_order(self, tune_controller, statuses: tuple[str, ...]) -> list | None:
+        """Live trials with one of ``statuses`` in Tune's order; None if one was never added."""
+        added = self.__dict__.get("_added", {})
+        live = [trial for trial in tune_controller.get_live_trials() if trial.status in statuses]
+        if any(trial.trial_id not in added for trial in live):
+            return None
+        return sorted(live, key=lambda trial: added[trial.trial_id])
+
+    def choose_trial_to_run(self, tune_controller):
+        for status in (Trial.PENDING, Trial.PAUSED):
+            ordered = self._live_in_order(tune_controller, (status,))
+            if ordered is None:
+                return super().choose_trial_to_run(tune_controller)
+            if ordered:
+                return ordered[0]
+        return None
+
+
+class FirstInFirstOut(LiveTrialsInOrder, FIFOScheduler):
+    """Tune's FIFOScheduler, at a cost per step that does not grow with finished trials."""
+
+
+class BaselineExemptASHA(LiveTrialsInOrder, AsyncHyperBandScheduler):
     """ASHA that never stops (nor ranks) an independent baseline arm: stopping baselines early
     would leave shared trials without a full-length partner and bias the comparison."""
 
@@ -275,7 +319,7 @@ class BaselineExemptASHA(AsyncHyperBandScheduler):
         return super().on_trial_result(tune_controller, trial, result)
 
 
-class ArmASHA(FIFOScheduler):
+class ArmASHA(LiveTrialsInOrder, FIFOScheduler):
     """ASHA for trials that train groups of arms: the decisions are per arm, made inside each
     group against rung records that every group shares (trainables.halving, through the Ray
     actor ``tune_trainable.rung_records`` named in each group's config), so Tune itself runs
@@ -288,7 +332,7 @@ class ArmASHA(FIFOScheduler):
         self._records = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles the scheduler into tuner.pkl: no actor handle
-        return {**self.__dict__, "_records": None}
+        return {**super().__getstate__(), "_records": None}
 
     def on_trial_add(self, tune_controller, trial) -> None:
         settings = trial_of(trial.config).get(ASHA_KEY)
@@ -297,9 +341,19 @@ class ArmASHA(FIFOScheduler):
         super().on_trial_add(tune_controller, trial)
 
 
-class BaselineExemptPBT(PopulationBasedTraining):
+class BaselineExemptPBT(LiveTrialsInOrder, PopulationBasedTraining):
     """PBT whose population is the shared trials only: a baseline arm never records a score,
     so it is never in a quantile (never exploited, never a donor) and never mutated."""
+
+    def choose_trial_to_run(self, tune_controller):
+        """PBT's choice (the pending or paused trial that trained least, ties in Tune's order)
+        among the live trials."""
+        ordered = self._live_in_order(tune_controller, (Trial.PENDING, Trial.PAUSED))
+        if ordered is None:
+            return PopulationBasedTraining.choose_trial_to_run(self, tune_controller)
+        if self._synch:
+            ordered = [t for t in ordered if self._trial_state[t].last_train_time < self._next_perturbation_sync]
+        return min(ordered, key=lambda trial: self._trial_state[trial].last_train_time, default=None)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if is_baseline(trial.config):
@@ -313,7 +367,7 @@ def tune_scheduler(spec: ss.SweepSpec) -> TrialScheduler:
     if spec.scheduler == "asha":
         return BaselineExemptASHA(time_attr=TIME_ATTR, metric=METRIC, mode=METRIC_MODE, **asha_settings(spec))
     if spec.scheduler == "pbt" and grouped(spec):
-        return FIFOScheduler()  # the population is each group's, exploited inside it (group_pbt_settings)
+        return FirstInFirstOut()  # the population is each group's, exploited inside it (group_pbt_settings)
     if spec.scheduler == "pbt":
         if spec.search == "optuna":
             raise ValueError("--scheduler pbt cannot be combined with --search optuna (Tune forbids it)")
@@ -323,4 +377,4 @@ def tune_scheduler(spec: ss.SweepSpec) -> TrialScheduler:
                                  perturbation_interval=pbt_interval(spec),
                                  hyperparam_mutations={"trial": {"alpha": alpha}}, quantile_fraction=0.25,
                                  synch=False)
-    return FIFOScheduler()
+    return FirstInFirstOut()
