@@ -680,7 +680,10 @@ def disk_estimate(plan: SweepPlan) -> str:
     keep = plan.spec.keep_checkpoints
     total = keep * sum(per_trial)
     size = f"{total:,.0f}" if total >= 10 else f"{total:.2g}"
-    return (f"disk: ~{size} MB of checkpoints when done ({len(per_trial)} trials x {keep} kept x "
+    from orchestrator.tune_mapping import grouped
+
+    unit = "arms" if grouped(plan.spec) else "trials"  # a group's checkpoint holds each arm's state
+    return (f"disk: ~{size} MB of checkpoints when done ({len(per_trial)} {unit} x {keep} kept x "
             f"~{sum(per_trial) / len(per_trial):.1f} MB; --keep-checkpoints sets how many), "
             f"plus up to {running_checkpoints(plan.spec)} per running trial")
 

@@ -124,12 +124,14 @@ def test_the_sweep_header_counts_arms_and_the_tune_trials_they_form():
     from types import SimpleNamespace
 
     import search_spaces as ss
-    from orchestrator.sweep import planned_trials_line
+    from orchestrator.sweep import disk_estimate, planned_trials_line
 
     default = ss.load_space("default")
     trials = ss.expand_trials(default, 4)
     grouped = SimpleNamespace(spec=default.with_overrides(arms_per_trial=8), trials=trials)
     assert planned_trials_line(grouped) == "144 arms in 38 trials of up to 8 arms"
+    grouped.task_names = ["0", "1", "2", "3"]
+    assert f"(144 arms x {default.keep_checkpoints} kept x" in disk_estimate(grouped)
     assert planned_trials_line(SimpleNamespace(spec=default.with_overrides(arms_per_trial=1), trials=trials)) \
         == "144 trials"
     optuna = SimpleNamespace(spec=default.with_overrides(search="optuna", arms_per_trial=4), trials=[])
