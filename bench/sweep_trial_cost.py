@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
 import io
 import sys
 import time
@@ -68,17 +69,15 @@ def main() -> None:
             "grouped": (f"up to {args.arms_per_trial} arms per trial", args.arms_per_trial)}
     for label, size in [way for key, way in ways.items() if args.only in (None, key)]:
         groups = pack_arms(arms, size)
-        counts: dict[tuple, int] = {}
-        for group in groups:
-            counts[kind(group)] = counts.get(kind(group), 0) + 1
+        kinds = [kind(group) for group in groups]
+        counts = Counter(kinds)
         seen: dict[tuple, float] = {}
-        for group in groups:
-            if kind(group) not in seen:
-                seen[kind(group)] = trial_seconds(group, spec.iterations, steps, spec.samples_kept)
-                regime, hard, n = kind(group)
+        for group, key in zip(groups, kinds):
+            if key not in seen:
+                seen[key] = trial_seconds(group, spec.iterations, steps, spec.samples_kept)
+                regime, hard, n = key
                 print(f"{label}: images={regime or 'all'} {'hard' if hard else 'soft/independent'} {n} arm(s): "
-                      f"{seen[kind(group)]:.1f} CPU-s ({seen[kind(group)] / n:.2f} per arm) x {counts[kind(group)]}",
-                      flush=True)
+                      f"{seen[key]:.1f} CPU-s ({seen[key] / n:.2f} per arm) x {counts[key]}", flush=True)
         totals[label] = (sum(seen[k] * c for k, c in counts.items()), len(groups))
     print(f"\n{args.space}: {len(arms)} arms, {spec.iterations} x {steps} steps; trials' CPU seconds in all:")
     for label, (seconds, n_trials) in totals.items():

@@ -220,9 +220,9 @@ class ParquetResults(Callback):
         self._written: set[tuple[str, int]] = set()
         self._metrics_files: dict[str, list[MetricsFile]] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {}  # rows waiting for the next state save
-        # The rows this driver wrote, by trial, as one Arrow table each (~150 B a row; kept as
-        # Python dicts they took ~750 B, GBs in a long sweep of many arms): the merge's input.
-        self._session_tables: dict[str, pa.Table] = {}
+        # The rows this driver wrote, by trial, as Arrow tables (~150 B a row; kept as Python
+        # dicts they took ~750 B, GBs in a long sweep of many arms): the merge's input.
+        self._session_tables: dict[str, list[pa.Table]] = {}
         self._session_parts: dict[str, set[str]] = {}  # the part files holding them
         self._trials: dict[str, dict[str, Any]] = {}
         self._trials_seen = 0  # Tune's trial list only grows: rows exist for its first N
@@ -396,8 +396,10 @@ class ParquetResults(Callback):
             self._files.write_table(table, METRICS_DIR, part.name)
             del self._pending[trial_id]
             self._metrics_files.setdefault(trial_id, []).append(part)
-            kept = self._session_tables.get(trial_id)
-            self._session_tables[trial_id] = table if kept is None else pa.concat_tables([kept, table]).combine_chunks()
+            kept = self._session_tables.setdefault(trial_id, [])
+            kept.append(table)
+            if len(kept) >= SESSION_TABLES_MERGED_AT:
+                kept[:] = [pa.concat_tables(kept).combine_chunks()]
             self._session_parts.setdefault(trial_id, set()).add(part.name)
 
     def compact_all(self) -> None:
@@ -440,8 +442,7 @@ class ParquetResults(Callback):
             return None
         mine = self._session_parts.get(trial_id, set())
         tables = [pa.Table.from_pylist(pending, schema=METRICS_SCHEMA)]
-        if trial_id in self._session_tables:
-            tables.append(self._session_tables[trial_id])
+        tables += self._session_tables.get(trial_id, [])
         tables += [metrics_as_current(self._files.read_table(METRICS_DIR, f.name))
                    for f in files if f.name not in mine]
         table = pa.concat_tables(tables).sort_by([("iteration", "ascending"), ("task_index", "ascending")])
@@ -567,6 +568,9 @@ def _has_ended(arm: Arm, row: dict[str, Any]) -> bool:
     return row["status"] == DIVERGED or (arm.group_id is not None and row["status"] == TERMINATED)
 
 
+# A trial's kept tables are merged into one every this many writes: a small table costs ~2.7 KB
+# whatever its rows, and merging on every write copied all the trial's rows each time.
+SESSION_TABLES_MERGED_AT = 16
 COMPACTING_DIR = ".metrics-compacting"  # beside metrics/, outside its glob (compact_all)
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100

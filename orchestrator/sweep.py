@@ -665,6 +665,7 @@ def running_checkpoints(spec: ss.SweepSpec) -> int:
 
 def disk_estimate(plan: SweepPlan) -> str:
     """The checkpoints' expected disk use, one line (printed before the sweep starts)."""
+    from orchestrator.tune_mapping import grouped
     from trainables.data import load_tasks
 
     tasks = load_tasks(plan.spec.data, samples_per_task=2, test_fraction=plan.spec.fixed.get("test_fraction", 0.25))
@@ -680,8 +681,6 @@ def disk_estimate(plan: SweepPlan) -> str:
     keep = plan.spec.keep_checkpoints
     total = keep * sum(per_trial)
     size = f"{total:,.0f}" if total >= 10 else f"{total:.2g}"
-    from orchestrator.tune_mapping import grouped
-
     unit = "arms" if grouped(plan.spec) else "trials"  # a group's checkpoint holds each arm's state
     return (f"disk: ~{size} MB of checkpoints when done ({len(per_trial)} {unit} x {keep} kept x "
             f"~{sum(per_trial) / len(per_trial):.1f} MB; --keep-checkpoints sets how many), "

@@ -296,13 +296,11 @@ class LiveTrialsInOrder:
         return sorted(live, key=lambda trial: added[trial.trial_id])
 
     def choose_trial_to_run(self, tune_controller):
-        for status in (Trial.PENDING, Trial.PAUSED):
-            ordered = self._live_in_order(tune_controller, (status,))
-            if ordered is None:
-                return super().choose_trial_to_run(tune_controller)
-            if ordered:
-                return ordered[0]
-        return None
+        """The first pending trial, else the first paused one (FIFOScheduler's choice)."""
+        ordered = self._live_in_order(tune_controller, (Trial.PENDING, Trial.PAUSED))
+        if ordered is None:
+            return super().choose_trial_to_run(tune_controller)
+        return min(ordered, key=lambda trial: trial.status != Trial.PENDING, default=None)
 
 
 class FirstInFirstOut(LiveTrialsInOrder, FIFOScheduler):

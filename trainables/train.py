@@ -69,7 +69,6 @@ def counter_uniform(keys: torch.Tensor, counter: torch.Tensor | int, n: int) -> 
     return ((bits.to(torch.float32) + 0.5) * (1.0 / (1 << 24))).clamp_max(1.0 - 2.0 ** -24)
 
 
-
 def counter_normal(keys: torch.Tensor, counter: torch.Tensor | int, n: int) -> torch.Tensor:
     """(A, n) standard normals (Box–Muller on counter_uniform)."""
     half = (n + 1) // 2

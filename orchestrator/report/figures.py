@@ -391,7 +391,7 @@ def fig_samples(result: Analysis) -> Figure:
     pick = with_samples[len(with_samples) // 2] if with_samples else len(pairs) // 2
     shared_trial = int(pairs["shared"].iloc[pick])
     base_trial = int(pairs["base"].iloc[pick])
-    best_label = dict(zip(result.configs["config_id"], result.configs["label"])).get(result.best_config, "")
+    best_label = result.best["label"]
     seed = pairs["seed"].iloc[pick]
     columns = []
     for trial, label in ((shared_trial, f"best: {best_label}"), (base_trial, INDEPENDENT)):
