@@ -5,10 +5,11 @@ elapsed time, done/running/pending counts and an ETA.
     [ 4/56]  2m09s  hard lambda=(1,1) seed=0  fid_mean=4.02  stopped early at iteration 1/4  (trial ...)
       2m30s  4/56 done, 2 running, 50 pending  ETA ~31m
 
-The ETA counts work in iterations: a finished arm (early-stopped ones included) has done all
-it will do, a running one its reported iterations; the rate is what this driver has done since
-it started, so a resumed sweep does not count the work of the driver before. Early stopping
-(ASHA) makes the ETA an upper bound.
+The ETA counts work in arm-iterations (a trial training a group of 8 arms weighs 8): a
+finished trial (early-stopped ones included) has done all it will do, a running one its
+reported iterations; the rate is what this driver has done since it started, so a resumed
+sweep does not count the work of the driver before. Early stopping (ASHA) makes the ETA an
+upper bound.
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ class Progress(Callback):
         self._last_status = self._start
         self._work_at_start: float | None = None
         self._seen = 0                         # trials[:_seen] are counted below
-        self._planned_sum = 0                  # planned iterations of the trials seen
+        self._planned_sum = 0                  # planned arm-iterations of the trials seen
         self._work = 0.0                       # work() of the trials seen, kept up to date
         self._counted: dict[str, float] = {}   # each trial's share of _work
         self._finished: set[str] = set()
@@ -128,16 +129,21 @@ class Progress(Callback):
     def _planned(self, trial) -> int:
         return int(trial_of(trial.config).get("iterations", self.iterations))
 
+    @staticmethod
+    def _arms(trial) -> int:
+        """Arms the trial trains: a group of 8 is about 8 arms' work, so the ETA weighs it so."""
+        return len(trial_of(trial.config).get("arms", ())) or 1
+
     def _count(self, trial, status: str, result: dict[str, Any]) -> None:
-        """Set the trial's share of the work done to what work() counts for it."""
-        share = work([(status, result, self._planned(trial))])
+        """Set the trial's share of the work done to what work() counts for it, per arm."""
+        share = work([(status, result, self._planned(trial))]) * self._arms(trial)
         self._work += share - self._counted.get(trial.trial_id, 0.0)
         self._counted[trial.trial_id] = share
 
     def _catch_up(self, trials: list) -> None:
         """Count the trials Tune added since the last call (on a resume: the ones it restored)."""
         for trial in trials[self._seen:]:
-            self._planned_sum += self._planned(trial)
+            self._planned_sum += self._planned(trial) * self._arms(trial)
             self._count(trial, trial.status, trial.last_result or {})
             if trial.status in FINISHED_STATUSES:
                 self._finished.add(trial.trial_id)
@@ -152,8 +158,9 @@ class Progress(Callback):
         elapsed = time.monotonic() - self._start
         finished, running = len(self._finished), len(self._running)
         pending = max(0, self.total - finished - running)
-        remaining = max(0.0, (self.total * self.iterations if len(trials) < self.total else self._planned_sum)
-                        - self._work)
+        planned = (self._planned_sum if len(trials) >= self.total else  # trials not created yet: as those seen
+                   self._planned_sum / self._seen * self.total if self._seen else self.total * self.iterations)
+        remaining = max(0.0, planned - self._work)
         eta = eta_seconds(self._work, self._work_at_start, elapsed, remaining)
         eta_text = "ETA -" if eta is None else ("ETA ~" + duration(eta) if remaining else "finishing")
         return (f"  {duration(elapsed):>6}  {finished}/{self._total_text} done, {running} running, "

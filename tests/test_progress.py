@@ -93,3 +93,19 @@ def test_an_estimated_total_says_so_and_never_goes_negative(capsys):
     trials[0].status, trials[0].last_result = "TERMINATED", {"iteration": 4, "fid_mean": 2.0}
     progress.on_trial_complete(0, trials, trials[0])
     assert capsys.readouterr().out.startswith("[ 1/~2]")
+
+
+def test_the_eta_weighs_a_group_by_its_arms():
+    """A group of 3 arms is 3 arms' work: with it done and a lone arm left, the lone arm is 1/4 of the work."""
+    from orchestrator.progress import Progress
+
+    progress = Progress(total=2, iterations=4, every_seconds=1e9)
+    group, single = _Trial("g", "RUNNING"), _Trial("s")
+    group.config = {"trial": {"arms": [{"mode": "soft"}] * 3, "iterations": 4}}
+    trials = [group, single]
+    progress.on_step_begin(0, trials)
+    progress._work_at_start, progress._start = 0.0, progress._start - 30.0  # 30 s in
+    group.status, group.last_result = "TERMINATED", {"iteration": 4, "fid_mean": 2.0}
+    progress.on_trial_complete(0, trials, group)
+    assert progress._work == 12 and progress._planned_sum == 16
+    assert "ETA ~10s" in progress.status_line(trials)  # 4 arm-iterations left at 12 per 30 s
