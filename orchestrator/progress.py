@@ -1,5 +1,5 @@
-"""What a running sweep prints: a readable line per finished arm and a status line with
-elapsed time, done/running/pending counts and an ETA.
+"""What a running sweep prints: a readable line per finished trial (an arm, or a group of
+arms) and a status line with elapsed time, done/running/pending counts and an ETA.
 
     [ 3/56]  2m05s  soft alpha=0.0123 lambda=(0.61,1.39) seed=1  fid_mean=3.21  done  (trial 9155c_00012)
     [ 4/56]  2m09s  hard lambda=(1,1) seed=0  fid_mean=4.02  stopped early at iteration 1/4  (trial ...)
